@@ -1,0 +1,73 @@
+"""User-facing errors of the bcos package.
+
+Every error a user can cause by bad input derives from :class:`BcosError`. Its message is one line
+that says what was wrong and how to fix it; the command-line entry points print that line and exit
+with code 2 instead of showing a traceback (unless ``--debug`` is given).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "BcosError",
+    "UnknownNameError",
+    "ConfigError",
+    "DataNotFoundError",
+    "CheckpointError",
+    "InputError",
+    "closest_match",
+    "unknown_name",
+]
+
+
+class BcosError(Exception):
+    """Base class of all errors caused by user input; the message names the fix."""
+
+
+class UnknownNameError(BcosError, ValueError):
+    """A name (dataset, collection, experiment, model, explainer, ...) that does not exist."""
+
+
+class ConfigError(BcosError, ValueError):
+    """An invalid configuration value or combination of options."""
+
+
+class DataNotFoundError(BcosError, FileNotFoundError):
+    """A data set, folder or file that should exist on disk but does not (or is corrupt)."""
+
+
+class CheckpointError(BcosError, RuntimeError):
+    """A checkpoint or weights file that is missing, unsafe, corrupt or does not fit the model."""
+
+
+class InputError(BcosError, ValueError):
+    """A tensor or image argument with the wrong shape, dtype, size or values."""
+
+
+def closest_match(name: str, choices: Iterable[str]) -> str | None:
+    """The choice most similar to ``name`` (case-insensitive), or None when nothing is close."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    matches = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[matches[0]] if matches else None
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UnknownNameError:
+    """Build an :class:`UnknownNameError` for ``name`` that suggests the closest of ``choices``.
+
+    Example message: ``unknown dataset 'CIFAR1O'; did you mean 'CIFAR10'? (choices: CIFAR10, ImageNet)``.
+    """
+    choices = sorted(set(choices))
+    suggestion = closest_match(name, choices)
+    message = f"unknown {kind} {name!r}"
+    if suggestion is not None:
+        message += f"; did you mean {suggestion!r}?"
+    if len(choices) <= 12:
+        message += f" (choices: {', '.join(choices)})"
+    else:
+        message += f" ({len(choices)} choices; {hint or 'see the list command'})"
+    return UnknownNameError(message)
