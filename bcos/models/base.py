@@ -1,21 +1,31 @@
 """Behaviour shared by every B-cos model: explanation mode and batched explanations.
 
 The mixin must come before ``nn.Module`` in the bases so its methods take precedence:
-``class BcosResNet(BcosUtilMixin, nn.Module)``.
+``class BcosResNet(BcosUtilMixin, nn.Module)``. Everything here delegates to
+:mod:`bcos.explain.contributions` (the one definition of W(x) and contributions) and
+:mod:`bcos.explain.visualize`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from bcos.explain import contributions, visualize
 from bcos.modules.explanation_mode import explanation_mode
+
+if TYPE_CHECKING:
+    from bcos.explain.contributions import Explanation, Target
+
+__all__ = ["BcosUtilMixin", "BcosSequential"]
 
 
 class BcosUtilMixin:
-    """Adds ``explain``, ``explanation_mode`` and helpers to a B-cos model."""
+    """Adds ``explain``, ``explanation_mode``, ``attribute`` and plotting helpers to a B-cos model."""
 
     #: maps logits to probabilities (B-cos models are trained with binary cross-entropy)
     to_probabilities = staticmethod(torch.sigmoid)
@@ -24,17 +34,87 @@ class BcosUtilMixin:
         """Context manager (and decorator) that puts the model into explanation mode."""
         return explanation_mode(self)  # type: ignore[arg-type]
 
-    def explain(self, inputs: torch.Tensor, target: Any = None, **kwargs: Any):
-        """Explain ``inputs`` (a batch [N, C, H, W] or one image [C, H, W]).
+    def explain(
+        self,
+        inputs: Tensor,
+        target: Target = None,
+        *,
+        idx: Target = None,
+        explanation_image: bool = True,
+        smooth: int = 15,
+        alpha_percentile: float = 99.5,
+    ) -> Explanation:
+        """Explain ``inputs`` (a batch [N, C, H, W] or one image [C, H, W]) in one forward/backward.
 
         ``target``: None (explain the predicted class), an int (same class for every sample) or a
-        sequence / tensor of N class indices. Returns a :class:`bcos.explain.contributions.Explanation`.
-        See :func:`bcos.explain.contributions.explain` for the keyword arguments.
+        sequence / tensor of N class indices; ``idx`` is the reference's name for it. Returns a
+        :class:`bcos.explain.contributions.Explanation`; see :func:`bcos.explain.contributions.explain`.
         """
-        from bcos.explain.contributions import explain
+        if target is not None and idx is not None:
+            raise TypeError("pass the class to explain as target or as idx, not both")
+        return contributions.explain(
+            self,  # type: ignore[arg-type]
+            inputs,
+            target if idx is None else idx,
+            explanation_image=explanation_image,
+            smooth=smooth,
+            alpha_percentile=alpha_percentile,
+        )
 
-        return explain(self, inputs, target=target, **kwargs)  # type: ignore[arg-type]
+    def attribute(self, image: Tensor, target: Target, **kwargs: Any) -> Tensor:
+        """Contributions ``x ⊙ W(x)`` of ``image`` [N, C, H, W] for ``target`` (one class or N classes).
+
+        This is Input×Gradient taken in explanation mode, shape [N, C, H, W] (the "Ours" explainer).
+        Extra keyword arguments are accepted for interface compatibility and ignored.
+        """
+        del kwargs
+        explanation = contributions.explain(self, image, target, explanation_image=False)  # type: ignore[arg-type]
+        inputs = image if image.dim() == 4 else image[None]
+        return inputs.detach() * explanation.dynamic_linear_weights
+
+    def attribute_selection(self, image: Tensor, targets: Sequence[int] | Tensor, **kwargs: Any) -> Tensor:
+        """:meth:`attribute` for each of T targets, concatenated: [T*N, C, H, W] (target-major).
+
+        Computed in one forward and backward over the image repeated T times.
+        """
+        del kwargs
+        inputs = image if image.dim() == 4 else image[None]
+        targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+        n = inputs.shape[0]
+        repeated = inputs.repeat(len(targets), 1, 1, 1)
+        return self.attribute(repeated, targets.repeat_interleave(n))
+
+    @staticmethod
+    def gradient_to_image(
+        image: Tensor, linear_mapping: Tensor, smooth: int = 15, alpha_percentile: float = 99.5
+    ) -> np.ndarray:
+        """See :func:`bcos.explain.visualize.gradient_to_image`."""
+        return visualize.gradient_to_image(image, linear_mapping, smooth, alpha_percentile)
+
+    @staticmethod
+    def plot_contribution_map(contribution_map: Tensor | np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        """See :func:`bcos.explain.visualize.plot_contribution_map`."""
+        return visualize.plot_contribution_map(contribution_map, *args, **kwargs)
 
 
 class BcosSequential(BcosUtilMixin, nn.Sequential):
-    """An ``nn.Sequential`` with the B-cos helpers (used to wrap ViTs with a LogitLayer)."""
+    """An ``nn.Sequential`` with the B-cos helpers (B-cos ViTs: ``[SimpleViT, LogitLayer]``).
+
+    ``get_feature_extractor`` / ``get_classifier`` delegate to the first element: the features
+    are its features, and the classifier is its classifier followed by the remaining elements
+    (e.g. the LogitLayer), so ``classifier(features(x)) == model(x)``.
+    """
+
+    def get_feature_extractor(self) -> nn.Module:
+        """The first element's feature extractor (for a SimpleViT: tokens as [N, D, h, w])."""
+        first = self[0]
+        if not hasattr(first, "get_feature_extractor"):
+            raise TypeError(f"{type(first).__name__} has no get_feature_extractor(); this wrapper cannot provide one")
+        return first.get_feature_extractor()
+
+    def get_classifier(self) -> nn.Module:
+        """The first element's classifier followed by the remaining elements."""
+        first = self[0]
+        if not hasattr(first, "get_classifier"):
+            raise TypeError(f"{type(first).__name__} has no get_classifier(); this wrapper cannot provide one")
+        return nn.Sequential(first.get_classifier(), *list(self)[1:])
