@@ -1,0 +1,70 @@
+"""A lock on a run folder so that two trainings never write into the same folder at once.
+
+The lock is an advisory ``flock`` on the run folder's lock file (``RunFolder.lock_file``): the operating system releases it
+when the process ends (even when killed), so a crash or preemption never leaves a stale lock. The
+file itself stays and records who held it last (host and process id) for the error message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from bcos.errors import ConfigError
+from bcos.experiments.utils.run_folder import RunFolder
+
+__all__ = ["RunFolderLock"]
+
+
+class RunFolderLock:
+    """Context manager holding the exclusive lock of a run folder.
+
+    Raises :class:`bcos.errors.ConfigError` on entry when another process holds it.
+    """
+
+    def __init__(self, run_folder: RunFolder | str | os.PathLike) -> None:
+        if not isinstance(run_folder, RunFolder):
+            run_folder = RunFolder(Path(run_folder))
+        self.path = run_folder.lock_file
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object currently holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ConfigError naming the holder."""
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"run folder {self.path.parent} is in use by another training ({holder}); "
+                f"wait for it to finish or choose another --base_directory/--experiment_name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock back (the lock file stays)."""
+        if self._fd is None:
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
