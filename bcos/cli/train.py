@@ -1,0 +1,115 @@
+"""Command line of ``train.py``: train one experiment config (see TRAINING.md).
+
+Example::
+
+    python train.py --dataset CIFAR10 --base_network norm_ablations_final \\
+        --experiment_name resnet_20_bnu-linear-nomaxout --csv_logger
+
+Training resumes from ``<run folder>/last.ckpt`` when it exists (``--force-no-resume`` starts
+over and moves the earlier run's files aside). Errors the user can fix end with one
+``error: ...`` line and exit status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from bcos.cli.errors import run_cli
+from bcos.errors import ConfigError
+
+__all__ = ["get_parser", "validate_args", "main"]
+
+
+def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The ``train.py`` argument parser (``run_with_submitit.py`` extends it)."""
+    parser = argparse.ArgumentParser(
+        description="Train a model from a config collection (bcos/experiments/<dataset>/<base_network>).",
+        add_help=add_help,
+    )
+    where = parser.add_argument_group("experiment")
+    where.add_argument("--base_directory", default="./experiments", help="Where run folders are created.")
+    where.add_argument(
+        "--dataset", required=True, help="Dataset name (any registered datamodule, e.g. CIFAR10, ImageNet, Digits)."
+    )
+    where.add_argument("--base_network", required=True, help="The config collection in bcos/experiments/<dataset>/.")
+    where.add_argument("--experiment_name", required=True, help="A config name from the collection's CONFIGS.")
+
+    run = parser.add_argument_group("training")
+    run.add_argument(
+        "--force-no-resume",
+        dest="resume",
+        action="store_false",
+        default=True,
+        help="Start over instead of resuming from last.ckpt (the earlier run's files are moved aside).",
+    )
+    run.add_argument("--distributed", action="store_true", help="Force DDP (otherwise chosen automatically).")
+    run.add_argument(
+        "--amp",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=["auto", "bf16", "fp16"],
+        help="Mixed precision: bf16 or fp16 (bare --amp: fp16 on a GPU, bf16 on the CPU).",
+    )
+    run.add_argument("--jit", action="store_true", help="Compile the model with torch.jit.script.")
+    run.add_argument("--compile", action="store_true", help="Compile the model with torch.compile.")
+    run.add_argument("--channels_last", action="store_true", help="Use the channels-last memory format.")
+    run.add_argument(
+        "--cache_dataset", default=None, choices=["onthefly", "shm"], help="Cache the training set (ImageNet)."
+    )
+    run.add_argument("--track_grad_norm", action="store_true", help="Log the total gradient 2-norm every step.")
+    run.add_argument("--refresh_rate", type=int, default=None, help="Progress bar refresh rate in steps.")
+
+    logging = parser.add_argument_group("logging")
+    logging.add_argument("--csv_logger", action="store_true", help="Log to <run folder>/csv_logs.")
+    logging.add_argument("--tensorboard_logger", action="store_true", help="Log to TensorBoard (tb_logs/...).")
+    logging.add_argument("--wandb_logger", action="store_true", help="Log to Weights & Biases.")
+    logging.add_argument(
+        "--wandb_project", default=os.getenv("WANDB_PROJECT"), help="W&B project (default: $WANDB_PROJECT)."
+    )
+    logging.add_argument("--wandb_id", default=os.getenv("WANDB_ID"), help="W&B run id to resume (default: $WANDB_ID).")
+    logging.add_argument("--wandb_name", default=None, help="W&B run name (default: the experiment name).")
+    logging.add_argument(
+        "--explanation_logging", action="store_true", help="Save explanations of validation images during training."
+    )
+    logging.add_argument(
+        "--explanation_logging_every_n_epochs", type=int, default=1, help="Explanation logging interval in epochs."
+    )
+
+    debug = parser.add_argument_group("debugging")
+    debug.add_argument("--fast_dev_run", action="store_true", help="Run one training and one validation batch only.")
+    debug.add_argument("--debug", action="store_true", help="Deterministic algorithms and full tracebacks on errors.")
+    return parser
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check names and option combinations before anything starts (raises bcos errors)."""
+    from bcos.data.datamodules import get_datamodule_class
+    from bcos.experiments.utils import get_config
+
+    get_datamodule_class(args.dataset)  # unknown datasets name the registered ones
+    get_config(args.dataset, args.base_network, args.experiment_name)
+    if args.wandb_logger and not args.wandb_project:
+        raise ConfigError("--wandb_logger needs --wandb_project NAME (or the WANDB_PROJECT environment variable)")
+    if args.jit and args.compile:
+        raise ConfigError("--jit and --compile exclude each other; pick one")
+    if args.explanation_logging_every_n_epochs < 1:
+        raise ConfigError("--explanation_logging_every_n_epochs must be at least 1")
+    if args.refresh_rate is not None and args.refresh_rate < 1:
+        raise ConfigError("--refresh_rate must be at least 1")
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = get_parser().parse_args(argv)
+    validate_args(args)
+    from bcos.training.run import run_training
+
+    run_training(args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``train.py``; returns the exit status."""
+    return run_cli(_main, argv)

@@ -1,0 +1,52 @@
+"""The checkpoint callbacks of a run: ``last.ckpt`` plus the best ``epoch=E-val_acc1=A.ckpt`` files.
+
+File names come from :mod:`bcos.experiments.utils.run_folder`, the one place that knows the
+run-folder layout. Version counters are off, so a run always writes ``last.ckpt`` (never
+``last-v1.ckpt``) even when the folder was moved or an earlier run left files behind.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from bcos.experiments.utils.run_folder import (
+    EMA_VALIDATION_METRIC,
+    VALIDATION_METRIC,
+    RunFolder,
+    best_checkpoint_filename_template,
+)
+
+__all__ = ["checkpoint_callbacks", "BEST_CHECKPOINTS_KEPT"]
+
+#: how many best checkpoints (by validation top-1 accuracy) stay in the run folder
+BEST_CHECKPOINTS_KEPT = 3
+
+
+def checkpoint_callbacks(run_folder: RunFolder, ema: bool = False) -> list[ModelCheckpoint]:
+    """``ModelCheckpoint`` for ``last.ckpt`` and the best three by ``val_acc1``; with ``ema`` a second
+    one keeps the best three by ``val_acc1_ema``."""
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_folder.path,
+            filename=best_checkpoint_filename_template(ema=False),
+            monitor=VALIDATION_METRIC,
+            mode="max",
+            save_last=True,
+            save_top_k=BEST_CHECKPOINTS_KEPT,
+            verbose=True,
+            enable_version_counter=False,
+        )
+    ]
+    if ema:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_folder.path,
+                filename=best_checkpoint_filename_template(ema=True),
+                monitor=EMA_VALIDATION_METRIC,
+                mode="max",
+                save_top_k=BEST_CHECKPOINTS_KEPT,
+                verbose=True,
+                enable_version_counter=False,
+            )
+        )
+    return callbacks

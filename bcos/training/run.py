@@ -1,0 +1,322 @@
+"""``run_training``: set up everything for one experiment and train it with Lightning.
+
+One call builds the experiment's model, data, loggers and callbacks, takes the run folder's lock,
+writes the resolved config to ``config.txt``, resumes from ``last.ckpt`` unless told not to, and
+trains. The options are those of ``train.py`` (:class:`TrainOptions`; an ``argparse.Namespace``
+with the same attribute names works too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import datetime
+import importlib.util
+import inspect
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch import callbacks as pl_callbacks
+from lightning.pytorch import loggers as pl_loggers
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info
+
+import bcos
+from bcos.errors import CheckpointError, ConfigError, unknown_name
+from bcos.experiments.utils import Experiment, config_to_text
+from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
+from bcos.training.atomic import AtomicCheckpointIO, atomic_write_text
+from bcos.training.callbacks import ExplanationsLogger, MetricsTracker
+from bcos.training.callbacks.checkpointing import checkpoint_callbacks
+from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
+from bcos.training.run_lock import RunFolderLock
+from bcos.training.trainer import ClassificationLitModel, NonFiniteLossError
+
+__all__ = ["TrainOptions", "run_training", "resolve_precision", "ARCHIVE_DIRNAME"]
+
+#: where ``--force-no-resume`` moves the files of the earlier run (inside the run folder)
+ARCHIVE_DIRNAME = "archived_runs"
+DEFAULT_SEED = 42
+AMP_CHOICES = ("bf16", "fp16")
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Every option of ``train.py`` (and the submitit launcher's ``nodes``), with its default."""
+
+    dataset: str
+    base_network: str
+    experiment_name: str
+    base_directory: str = "./experiments"
+    resume: bool = True
+    distributed: bool = False
+    amp: str | None = None  # None: full precision; "auto", "bf16" or "fp16"
+    jit: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    cache_dataset: str | None = None
+    track_grad_norm: bool = False
+    refresh_rate: int | None = None
+    csv_logger: bool = False
+    tensorboard_logger: bool = False
+    wandb_logger: bool = False
+    wandb_project: str | None = None
+    wandb_id: str | None = None
+    wandb_name: str | None = None
+    explanation_logging: bool = False
+    explanation_logging_every_n_epochs: int = 1
+    fast_dev_run: bool = False
+    debug: bool = False
+    nodes: int | None = None  # set by the submitit launcher
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> TrainOptions:
+        """Options from an ``argparse.Namespace`` (or any object); missing attributes keep their default."""
+        if isinstance(args, cls):
+            return args
+        values = vars(args) if hasattr(args, "__dict__") else dict(args)
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def resolve_precision(amp: str | bool | None, cuda: bool | None = None) -> str | None:
+    """Lightning's ``precision`` for ``--amp``: None (off), bf16 or fp16 mixed precision.
+
+    A bare ``--amp`` ("auto") means fp16 on a GPU (as the reference trained) and bf16 on the CPU,
+    where fp16 autocast is not supported.
+    """
+    if amp is None or amp is False:
+        return None
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if amp is True or amp == "auto":
+        amp = "fp16" if cuda else "bf16"
+    if amp not in AMP_CHOICES:
+        raise unknown_name("--amp precision", str(amp), AMP_CHOICES)
+    if amp == "fp16" and not cuda:
+        raise ConfigError("--amp fp16 needs a GPU; use --amp bf16 on the CPU")
+    return "bf16-mixed" if amp == "bf16" else "16-mixed"
+
+
+def _global_rank_from_env() -> int:
+    """This process's global rank before Lightning starts (0 when not launched distributed)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return int(os.environ.get("NODE_RANK", "0") or 0) + int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def _on_slurm() -> bool:
+    return "SLURM_JOB_ID" in os.environ
+
+
+def _trainer_config(options: TrainOptions, config: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The config's ``trainer`` settings plus the command-line options; also whether to track grad norms."""
+    trainer_config = copy.deepcopy(dict(config.get("trainer", {})))
+    track_grad_norm = bool(trainer_config.pop("track_grad_norm", False)) or options.track_grad_norm
+    allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    reserved = {"default_root_dir", "logger", "callbacks"}
+    for key in trainer_config:
+        if key not in allowed or key in reserved:
+            raise unknown_name("trainer setting in config['trainer']", key, allowed - reserved)
+    if options.distributed:
+        trainer_config["strategy"] = "ddp"
+    if options.fast_dev_run:
+        trainer_config["fast_dev_run"] = True
+    if options.nodes:
+        trainer_config["num_nodes"] = options.nodes
+    precision = resolve_precision(options.amp)
+    if precision is not None:
+        trainer_config["precision"] = precision
+    if options.debug:
+        # deterministic algorithms where they exist; warn (not fail) for the ops without one
+        trainer_config["deterministic"] = "warn"
+    return trainer_config, track_grad_norm
+
+
+def _loggers(options: TrainOptions, run_folder: RunFolder) -> list[pl_loggers.Logger]:
+    loggers: list[pl_loggers.Logger] = []
+    if options.wandb_logger:
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("--wandb_logger needs the wandb package: pip install 'bcos[wandb]'")
+        if not options.wandb_project:
+            raise ConfigError("--wandb_logger needs --wandb_project NAME (or the WANDB_PROJECT environment variable)")
+        loggers.append(
+            pl_loggers.WandbLogger(
+                name=options.wandb_name or options.experiment_name,
+                save_dir=str(run_folder.path),
+                project=options.wandb_project,
+                id=options.wandb_id,
+            )
+        )
+    if options.csv_logger:
+        loggers.append(pl_loggers.CSVLogger(save_dir=str(run_folder.csv_logs_dir), name="", flush_logs_every_n_steps=1000))
+    if options.tensorboard_logger:
+        base = Path(options.base_directory)
+        # the reference's tb_logs/<base_directory>/<dataset>/... next to the working directory;
+        # an absolute base directory keeps the logs inside the run folder instead
+        root = run_folder.path / "tb_logs" if base.is_absolute() else Path("tb_logs", base, *run_folder.path.parts[-3:])
+        loggers.append(pl_loggers.TensorBoardLogger(save_dir=str(root), name=options.experiment_name))
+    return loggers
+
+
+def _callbacks(options: TrainOptions, run_folder: RunFolder, has_ema: bool, has_logger: bool) -> list[pl.Callback]:
+    callbacks: list[pl.Callback] = [*checkpoint_callbacks(run_folder, ema=has_ema)]
+    if has_logger:
+        callbacks.append(pl_callbacks.LearningRateMonitor())
+    on_cluster = options.nodes is not None or _on_slurm()
+    refresh_rate = options.refresh_rate or (20 if on_cluster else 5)
+    if importlib.util.find_spec("rich") is not None and not on_cluster:
+        callbacks.append(pl_callbacks.RichProgressBar(refresh_rate=refresh_rate))
+    else:
+        callbacks.append(pl_callbacks.TQDMProgressBar(refresh_rate=refresh_rate))
+    callbacks.append(MetricsTracker())
+    if options.explanation_logging:
+        every = options.explanation_logging_every_n_epochs
+        rank_zero_info(f"Explanations are logged every {every} epoch(s).")
+        callbacks.append(ExplanationsLogger(log_every_n_epochs=every))
+    return callbacks
+
+
+def _archive_previous_run(run_folder: RunFolder) -> Path | None:
+    """Move the checkpoints, metrics, config and explanations of an earlier run aside."""
+    path = run_folder.path
+    leftovers = [*run_folder.checkpoints()]
+    leftovers += [path / name for name in (METRICS_DIRNAME, CONFIG_FILENAME, EXPLANATIONS_DIRNAME) if (path / name).exists()]
+    if not leftovers:
+        return None
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    archive = path / ARCHIVE_DIRNAME / stamp
+    archive.mkdir(parents=True, exist_ok=False)
+    for item in leftovers:
+        shutil.move(str(item), str(archive / item.name))
+    return archive
+
+
+def _check_resumable(checkpoint: Path) -> None:
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the file cannot be resumed from
+        raise CheckpointError(
+            f"cannot resume from '{checkpoint}' ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            "pass --force-no-resume to start the run over"
+        ) from error
+
+
+def _write_config(run_folder: RunFolder, options: TrainOptions, config: Mapping[str, Any],
+                  trainer_config: Mapping[str, Any], resumed_from: Path | None) -> None:
+    resolved = {
+        "run": {
+            "dataset": options.dataset,
+            "base_network": options.base_network,
+            "experiment_name": options.experiment_name,
+            "run_folder": str(run_folder.path),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "seed": config.get("seed", DEFAULT_SEED),
+            "versions": {"bcos": bcos.__version__, "torch": torch.__version__, "lightning": lightning.__version__},
+        },
+        "options": dataclasses.asdict(options),
+        **{key: value for key, value in config.items() if key != "trainer"},
+        "trainer": dict(trainer_config),
+    }
+    atomic_write_text(run_folder.config_file, config_to_text(resolved))
+
+
+def run_training(args: Any) -> pl.Trainer:
+    """Train one experiment; returns the Lightning trainer after ``fit``.
+
+    Raises:
+        UnknownNameError / ConfigError: unknown experiment, bad option or config value.
+        ConfigError: another training holds the run folder.
+        CheckpointError: ``last.ckpt`` exists but cannot be resumed from.
+        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+    """
+    options = TrainOptions.from_namespace(args)
+    is_rank_zero = _global_rank_from_env() == 0
+    # names, config and options are checked before any file is touched
+    experiment = Experiment(options.dataset, options.base_network, options.experiment_name, options.base_directory)
+    config = experiment.config
+    trainer_config, track_grad_norm = _trainer_config(options, config)
+    run_folder = experiment.run_folder
+
+    lock = RunFolderLock(run_folder) if is_rank_zero else contextlib.nullcontext()
+    with lock:
+        resume = options.resume and not options.fast_dev_run
+        ckpt_path = run_folder.last_checkpoint if resume and run_folder.last_checkpoint.exists() else None
+        if ckpt_path is not None:
+            _check_resumable(ckpt_path)
+            rank_zero_info(f"Resuming from {ckpt_path}")
+        elif is_rank_zero and not options.resume and not options.fast_dev_run:
+            archive = _archive_previous_run(run_folder)
+            if archive is not None:
+                rank_zero_info(f"--force-no-resume: the earlier run's files were moved to {archive}")
+
+        seed = config.get("seed", DEFAULT_SEED)
+        pl.seed_everything(seed, workers=True)
+        module = ClassificationLitModel(
+            options.dataset,
+            options.base_network,
+            options.experiment_name,
+            base_directory=options.base_directory,
+            channels_last=options.channels_last,
+            track_grad_norm=track_grad_norm,
+        )
+        _transform_model(module, options)
+        n_params = sum(p.numel() for p in module.model.parameters())
+        rank_zero_info(f"Model {config['model'].get('name', '?')}: {n_params:,} parameters; run folder {run_folder.path}")
+
+        loggers = _loggers(options, run_folder)
+        callbacks = _callbacks(options, run_folder, has_ema=module.ema is not None, has_logger=bool(loggers))
+        overrides = {"cache_dataset": options.cache_dataset} if options.cache_dataset else {}
+        datamodule = module.experiment.get_datamodule(**overrides)
+
+        plugins: list[Any] = list(trainer_config.pop("plugins", None) or [])
+        plugins.append(AtomicCheckpointIO())
+        if _on_slurm():
+            plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit requeues the job
+        if is_rank_zero:
+            run_folder.path.mkdir(parents=True, exist_ok=True)
+            _write_config(run_folder, options, config, trainer_config, ckpt_path)
+
+        trainer = pl.Trainer(
+            default_root_dir=str(run_folder.path),
+            accelerator=trainer_config.pop("accelerator", "auto"),
+            devices=trainer_config.pop("devices", "auto"),
+            logger=loggers if loggers else False,
+            callbacks=callbacks,
+            plugins=plugins,
+            **trainer_config,
+        )
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        except NonFiniteLossError as error:
+            last = run_folder.last_checkpoint
+            kept = f"kept {last}" if last.exists() else "no checkpoint had been written yet"
+            raise NonFiniteLossError(f"{error} [{kept}]") from None
+    return trainer
+
+
+def _transform_model(module: ClassificationLitModel, options: TrainOptions) -> None:
+    """Apply --channels_last, --jit and --compile to the wrapped model (state-dict keys unchanged)."""
+    if options.channels_last:
+        module.model = module.model.to(memory_format=torch.channels_last)
+    if options.jit and options.compile:
+        raise ConfigError("--jit and --compile exclude each other; pick one")
+    if options.jit:
+        try:
+            module.model = torch.jit.script(module.model)
+        except Exception as error:  # noqa: BLE001 - TorchScript raises many kinds of errors
+            raise ConfigError(
+                f"--jit could not script the model ({type(error).__name__}); train without --jit or use --compile"
+            ) from error
+        rank_zero_info("The model is TorchScript-compiled (--jit).")
+    if options.compile:
+        module.model.compile()  # in place: the state-dict keys stay those of the plain model
+        rank_zero_info("The model is compiled with torch.compile (--compile).")
