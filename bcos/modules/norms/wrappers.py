@@ -65,7 +65,8 @@ class _StripAffine:
         return layer
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({_factory_name(self.make_layer) or self.make_layer!r})"
+        shown = getattr(self.make_layer, "__name__", None) or repr(self.make_layer)
+        return f"{type(self).__name__}({shown})"
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.make_layer == self.make_layer  # type: ignore[attr-defined]
