@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -106,20 +107,23 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused is not None:
             raise CheckpointError(
-                f"'{path}' is not a plain checkpoint: it contains pickled Python objects that could run code, "
-                "so it is refused; re-save it as a dict of tensors and plain data (e.g. model.state_dict())"
+                f"'{path}' is not a plain checkpoint: it contains pickled Python objects ({refused[1]}) that could "
+                "run code, so it is refused; re-save it as a dict of tensors and plain data (e.g. model.state_dict())"
             ) from None
-        raise CheckpointError(f"'{path}' is not a readable torch checkpoint ({error}); re-download or re-create it") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
-        raise CheckpointError(
-            f"'{path}' is not a readable torch checkpoint (corrupt or truncated: {str(error).splitlines()[0]}); "
-            "re-download or re-create it"
-        ) from None
+        raise CheckpointError(_unreadable(path, error)) from None
+    except Exception as error:  # torch raises many types for corrupt or truncated files
+        raise CheckpointError(_unreadable(path, error)) from None
     if not isinstance(content, dict):
         raise CheckpointError(f"'{path}' holds a {type(content).__name__}, not a dict of weights; save a state dict")
     return content
+
+
+def _unreadable(path: Path, error: BaseException) -> str:
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return f"'{path}' is not a readable torch checkpoint (corrupt or truncated: {detail}); re-download or re-create it"
 
 
 def device_safe_load_state_dict_from_path(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,187 @@
+"""``evaluate.py``: top-1 / top-5 accuracy of a trained, published or hub model on a test set.
+
+Examples::
+
+    python evaluate.py --dataset CIFAR10 --base_network norm_ablations_final \\
+        --experiment_name resnet_20_bnu-linear-nomaxout --reload best
+    python evaluate.py --dataset CIFAR10 --base_network norm_ablations_final \\
+        --experiment_name resnet_20_bnu-linear-nomaxout --weights resnet_20-0123456789.pth
+    python evaluate.py --hubconf resnet18 --batch_size 64
+
+The test loader is the datamodule's (ImageNet val, CIFAR-10 test, ...). Results are printed as
+``Acc@1 xx.xxx% Acc@5 yy.yyy%``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bcos.errors import ConfigError
+
+__all__ = ["get_parser", "main", "run_evaluation", "load_model_and_config"]
+
+
+def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of ``evaluate.py``."""
+    parser = argparse.ArgumentParser(description="Evaluate a trained model (top-1/top-5 accuracy).", add_help=add_help)
+    parser.add_argument("--hubconf", metavar="NAME", help="Evaluate NAME(pretrained=True) from the local hubconf.py.")
+    parser.add_argument("--base_directory", default="./experiments", help="Where run folders live (default: ./experiments).")
+    parser.add_argument("--dataset", default="ImageNet", help="Any registered datamodule, e.g. ImageNet or CIFAR10 (default: ImageNet).")
+    parser.add_argument("--base_network", help="The config collection, e.g. norm_ablations_final.")
+    parser.add_argument("--experiment_name", help="The experiment (config) name in the collection.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--reload", help="Which checkpoint of the run folder: last, best, best_any or epoch_<N>.")
+    source.add_argument("--weights", metavar="PATH", type=Path, help="A weights file (state dict) to evaluate instead.")
+    parser.add_argument("--ema", action="store_true", help="Use the EMA weights (not with --reload best_any).")
+    parser.add_argument("--batch_size", type=int, default=1, help="Batch size (default: 1).")
+    parser.add_argument("--num_workers", type=int, default=None, help="Data loader workers (default: the config's).")
+    parser.add_argument("--no-cuda", dest="no_cuda", action="store_true", help="Run on the CPU even if CUDA is available.")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    return parser
+
+
+def _import_local_hubconf():
+    # hubconf.py sits at the repository root; make it importable from any working directory.
+    for folder in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (folder / "hubconf.py").is_file() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("hubconf")
+    except ModuleNotFoundError:
+        raise ConfigError("no hubconf.py found; run from the repository root or drop --hubconf") from None
+
+
+def _hub_model_and_config(name: str) -> tuple[torch.nn.Module, dict[str, Any], str | None]:
+    from bcos.errors import unknown_name
+
+    hubconf = _import_local_hubconf()
+    entry_points = [n for n in dir(hubconf) if not n.startswith("_") and callable(getattr(hubconf, n))]
+    if name not in entry_points:
+        raise unknown_name("hub entry point", name, entry_points)
+    model = getattr(hubconf, name)(pretrained=True)
+    config = getattr(model, "config", None)
+    dataset = None
+    if not isinstance(config, dict) or "data" not in config:
+        source = _pretrained_source(model)
+        if source is None:
+            raise ConfigError(f"hub model {name!r} carries no config to build its test data from; evaluate it by experiment instead")
+        from bcos.experiments.utils.experiment import Experiment
+
+        dataset = source[0]
+        config = Experiment(*source).config
+    return model, config, dataset
+
+
+def _pretrained_source(model: torch.nn.Module) -> tuple[str, str, str] | None:
+    """(dataset, base_network, experiment_name) of a published model, from its registry metadata."""
+    meta = getattr(model, "pretrained_config", None)
+    if meta is None:
+        return None
+    get = meta.get if isinstance(meta, dict) else lambda key, default=None: getattr(meta, key, default)
+    source = get("source") or get("source_config")
+    if isinstance(source, dict):
+        get = source.get
+    elif isinstance(source, (tuple, list)) and len(source) == 3:
+        return tuple(source)  # type: ignore[return-value]
+    elif isinstance(source, str) and source.count("/") == 2:
+        return tuple(source.split("/"))  # type: ignore[return-value]
+    parts = (get("dataset"), get("base_network") or get("collection"), get("experiment_name") or get("experiment"))
+    return parts if all(isinstance(part, str) for part in parts) else None  # type: ignore[return-value]
+
+
+def load_model_and_config(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+    """The model to evaluate, its experiment config and the Experiment (None for hub models)."""
+    if args.hubconf is not None:
+        if args.reload is not None or args.weights is not None:
+            raise ConfigError("--hubconf loads published weights; drop --reload/--weights")
+        model, config, dataset = _hub_model_and_config(args.hubconf)
+        if dataset is not None:
+            args.dataset = dataset
+        return model, config, None
+
+    if not args.base_network or not args.experiment_name:
+        raise ConfigError("pass --base_network and --experiment_name (or --hubconf NAME)")
+    if args.reload is None and args.weights is None:
+        raise ConfigError("pass --reload {last,best,best_any,epoch_<N>} or --weights PATH (or --hubconf NAME)")
+
+    from bcos.experiments.utils.experiment import Experiment
+
+    experiment = Experiment(args.dataset, args.base_network, args.experiment_name, base_directory=args.base_directory)
+    if args.weights is not None:
+        model = experiment.load_model_from_weights(args.weights, ema=args.ema)
+        print(f"Loaded weights from '{args.weights}'")
+    else:
+        model = experiment.load_trained_model(reload=args.reload, ema=args.ema, verbose=True)
+    return model, experiment.config, experiment
+
+
+def _test_loader(args: argparse.Namespace, config: dict[str, Any], experiment):
+    overrides: dict[str, Any] = {"batch_size": args.batch_size}
+    if args.num_workers is not None:
+        overrides["num_workers"] = args.num_workers
+    if experiment is not None:
+        datamodule = experiment.get_datamodule(**overrides)
+    else:
+        from bcos.data.datamodules import get_datamodule_class
+
+        datamodule = get_datamodule_class(args.dataset)({**config["data"], **overrides})
+    datamodule.setup("test")
+    return datamodule.test_dataloader()
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the model and data the arguments name, evaluate and print the accuracies."""
+    from bcos.experiments.utils.evaluation import evaluate_model, format_accuracy
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
+    use_cuda = torch.cuda.is_available() and not args.no_cuda
+    device = torch.device("cuda" if use_cuda else "cpu")
+
+    model, config, experiment = load_model_and_config(args)
+    loader = _test_loader(args, config, experiment)
+
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    if use_cuda:
+        # cuBLAS needs a fixed workspace for deterministic results; set before the first matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        result = evaluate_model(model, loader, device, progress=args.progress)
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
+    print(
+        f"Out of a total of {result['samples']}, got total_correct_top1={result['correct_top1']} "
+        f"and total_correct_top5={result['correct_top5']}"
+    )
+    print()
+    print("--------------------------------------------")
+    print(format_accuracy(result))
+    print("--------------------------------------------")
+    print()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the evaluation (errors are mapped by :func:`bcos.cli.errors.run_cli`)."""
+    args = get_parser().parse_args(argv)
+    run_evaluation(args)
+    return 0
+
+
+if __name__ == "__main__":
+    from bcos.cli.errors import run_cli
+
+    sys.exit(run_cli(main))
