@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bcos.errors import ConfigError, InputError
+from bcos.errors import ConfigError, InputError, UnknownNameError
 from bcos.modules import (
     BcosConv2d,
     BcosConv2dWithScale,
@@ -157,6 +157,8 @@ def test_unknown_keyword_arguments_are_rejected_with_the_valid_names():
         BcosLinear(3, 4, bias=True)
     with pytest.raises(ConfigError, match="max_out"):
         BcosConv2d(3, 4, max_out=0)
+    with pytest.raises(UnknownNameError, match="did you mean 'reflect'"):
+        BcosConv2d(3, 4, padding_mode="reflex")
 
 
 def test_conv_rejects_unbatched_input():

@@ -22,13 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bcos.errors import ConfigError, InputError
+from bcos.errors import ConfigError, InputError, unknown_name
 from bcos.modules.bcos_transform import bcos_scale, check_layer_arguments, max_out_reduce
 from bcos.modules.explanation_mode import DetachableModule
 
 __all__ = ["NormedConv2d", "BcosConv2d", "BcosConv2dWithScale"]
 
 _IntOrPair = int | tuple[int, int]
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 _CONV_ARGUMENTS = (
     "in_channels",
@@ -103,6 +105,8 @@ class BcosConv2d(DetachableModule):
         check_layer_arguments(
             type(self).__name__, unexpected, _CONV_ARGUMENTS, b=b, max_out=max_out, bias=bias
         )
+        if padding_mode not in _PADDING_MODES:
+            raise unknown_name("padding_mode", str(padding_mode), _PADDING_MODES)
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
