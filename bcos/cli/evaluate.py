@@ -82,20 +82,11 @@ def _hub_model_and_config(name: str) -> tuple[torch.nn.Module, dict[str, Any], s
 
 
 def _pretrained_source(model: torch.nn.Module) -> tuple[str, str, str] | None:
-    """(dataset, base_network, experiment_name) of a published model, from its registry metadata."""
-    meta = getattr(model, "pretrained_config", None)
-    if meta is None:
+    """(dataset, base_network, experiment_name) of a registry model (``model.pretrained_config.source``)."""
+    source = getattr(getattr(model, "pretrained_config", None), "source", None)
+    if source is None:
         return None
-    get = meta.get if isinstance(meta, dict) else lambda key, default=None: getattr(meta, key, default)
-    source = get("source") or get("source_config")
-    if isinstance(source, dict):
-        get = source.get
-    elif isinstance(source, (tuple, list)) and len(source) == 3:
-        return tuple(source)  # type: ignore[return-value]
-    elif isinstance(source, str) and source.count("/") == 2:
-        return tuple(source.split("/"))  # type: ignore[return-value]
-    parts = (get("dataset"), get("base_network") or get("collection"), get("experiment_name") or get("experiment"))
-    return parts if all(isinstance(part, str) for part in parts) else None  # type: ignore[return-value]
+    return source.dataset, source.collection, source.experiment
 
 
 def load_model_and_config(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Any]:

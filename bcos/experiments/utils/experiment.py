@@ -196,20 +196,30 @@ class Experiment:
                 f"reload={reload!r} and ema={ema} do not apply to them",
                 stacklevel=3,
             )
-        from bcos.models.registry import load_pretrained_state_dict
+        from bcos.models.registry import get_pretrained_config
+        from bcos.models.weights import fetch_weights_file
 
-        state_dict = load_pretrained_state_dict(entry)
+        try:
+            path = fetch_weights_file(get_pretrained_config(entry).weights)
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"no checkpoints in '{self.save_dir}' (train the experiment first or pass --weights PATH) and "
+                f"the published weights of {entry!r} are not available: {error}"
+            ) from None
+        state_dict = extract_model_state_dict(load_checkpoint_file(path), source=path)
         model = self.get_model(**kwargs)
-        load_state_dict_into(model, state_dict, source=f"published weights of {entry}")
+        load_state_dict_into(model, state_dict, source=path)
         if verbose:
             print(f"Loaded the published weights of {entry!r}")
         return model
 
 
 def _published_entry_for(dataset: str, base_network: str, experiment_name: str) -> str | None:
-    """The pretrained-registry name whose source config is this experiment, if any."""
-    try:
-        from bcos.models.registry import find_pretrained_for_experiment
-    except ImportError:
-        return None
-    return find_pretrained_for_experiment(dataset, base_network, experiment_name)
+    """The pretrained-registry name whose weights were trained with this experiment's config, if any."""
+    from bcos.models.registry import get_pretrained_config, list_models
+
+    for name in list_models(pretrained=True):
+        source = get_pretrained_config(name).source
+        if (source.dataset, source.collection, source.experiment) == (dataset, base_network, experiment_name):
+            return name
+    return None
