@@ -78,7 +78,7 @@ def _size(name: str, value: Any, optional: bool = False) -> int | tuple[int, int
 def _triple(name: str, value: Any) -> tuple[float, float, float]:
     try:
         result = tuple(float(v) for v in value)
-    except TypeError:
+    except (TypeError, ValueError):
         result = ()
     if len(result) != 3:
         raise ConfigError(f"{name} must hold 3 numbers (one per RGB channel), got {value!r}")
@@ -96,11 +96,25 @@ def _final_steps(is_bcos: bool, mean: tuple, std: tuple) -> list:
 
 
 class ClassificationPreset:
-    """Base of all presets: a ``Compose`` of steps plus the keyword arguments that built it."""
+    """Base of all presets: the keyword arguments, and the ``Compose`` of steps they describe.
 
-    def __init__(self, args: dict[str, Any], steps: list) -> None:
+    The steps are built on first use, so that copying configs that hold presets stays cheap.
+    """
+
+    def __init__(self, args: dict[str, Any]) -> None:
         self.args = args
-        self.transforms = T.Compose(steps)
+        self._compose: T.Compose | None = None
+
+    def _steps(self) -> list:
+        """The transform steps, in order."""
+        raise NotImplementedError
+
+    @property
+    def transforms(self) -> T.Compose:
+        """The steps as a torchvision ``Compose``."""
+        if self._compose is None:
+            self._compose = T.Compose(self._steps())
+        return self._compose
 
     def __call__(self, img: Any) -> torch.Tensor:
         return self.transforms(img)
@@ -111,6 +125,10 @@ class ClassificationPreset:
         if unknown:
             raise unknown_name(f"{type(self).__name__} argument", sorted(unknown)[0], self.args)
         return type(self)(**{**self.args, **changes})
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles carry only the arguments; the steps are rebuilt on use
+        return {**self.__dict__, "_compose": None}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transforms.transforms!r})"
@@ -128,38 +146,48 @@ class ClassificationPreset:
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.args == other.args  # type: ignore[attr-defined]
 
-    __hash__ = None  # type: ignore[assignment]  # mutable-looking value object
+    __hash__ = None  # type: ignore[assignment]
 
 
 class EvalPreset(ClassificationPreset):
-    """An evaluation preset whose first two steps are an optional resize and center crop."""
+    """An evaluation preset: optional Resize(``resize_size``) and CenterCrop(``crop_size``) first."""
 
-    def __init__(self, args: dict[str, Any], resize: Any, center_crop: Any, rest: list) -> None:
-        self._resize = resize
-        self._center_crop = center_crop
-        scaling = [step for step in (resize, center_crop) if step is not None]
-        self._num_scaling_steps = len(scaling)
-        super().__init__(args, scaling + rest)
+    def _other_steps(self) -> list:
+        """The steps after resizing and cropping."""
+        raise NotImplementedError
+
+    def _steps(self) -> list:
+        steps: list = []
+        if self.args["resize_size"] is not None:
+            steps.append(T.Resize(self.args["resize_size"], interpolation=self.args["interpolation"]))
+        if self.args["crop_size"] is not None:
+            steps.append(T.CenterCrop(self.args["crop_size"]))
+        return steps + self._other_steps()
+
+    def _num_scaling_steps(self) -> int:
+        return (self.args["resize_size"] is not None) + (self.args["crop_size"] is not None)
 
     @property
     def resize(self) -> T.Resize | None:
         """The resize step (None when the preset does not resize)."""
-        return self._resize
+        return self.transforms.transforms[0] if self.args["resize_size"] is not None else None
 
     @property
     def center_crop(self) -> T.CenterCrop | None:
         """The center-crop step (None when the preset does not crop)."""
-        return self._center_crop
+        if self.args["crop_size"] is None:
+            return None
+        return self.transforms.transforms[self._num_scaling_steps() - 1]
 
     @property
     def output_size(self) -> int | tuple[int, int]:
-        """The spatial size of the images this preset produces."""
+        """The spatial size of the images this preset produces (for inputs of the expected size)."""
         raise NotImplementedError
 
     def no_scale(self, img: Any) -> torch.Tensor:
         """Apply every step except the resize and center crop."""
         x = img
-        for step in self.transforms.transforms[self._num_scaling_steps :]:
+        for step in self.transforms.transforms[self._num_scaling_steps() :]:
             x = step(x)
         return x
 
@@ -195,48 +223,48 @@ class ImageNetClassificationPresetTrain(ClassificationPreset):
         random_erase_prob: float = 0.0,
         is_bcos: bool = False,
     ) -> None:
-        crop_size = _size("crop_size", crop_size)
-        mean, std = _triple("mean", mean), _triple("std", std)
-        interpolation = _interpolation(interpolation)
-        hflip_prob = _probability("hflip_prob", hflip_prob)
-        random_erase_prob = _probability("random_erase_prob", random_erase_prob)
-        args = dict(
-            crop_size=crop_size,
-            mean=mean,
-            std=std,
-            interpolation=interpolation,
-            hflip_prob=hflip_prob,
-            auto_augment_policy=auto_augment_policy,
-            ra_magnitude=ra_magnitude,
-            augmix_severity=augmix_severity,
-            random_erase_prob=random_erase_prob,
-            is_bcos=bool(is_bcos),
+        if auto_augment_policy is not None and auto_augment_policy not in AUTO_AUGMENT_POLICIES:
+            raise unknown_name("auto_augment_policy", str(auto_augment_policy), AUTO_AUGMENT_POLICIES)
+        super().__init__(
+            dict(
+                crop_size=_size("crop_size", crop_size),
+                mean=_triple("mean", mean),
+                std=_triple("std", std),
+                interpolation=_interpolation(interpolation),
+                hflip_prob=_probability("hflip_prob", hflip_prob),
+                auto_augment_policy=auto_augment_policy,
+                ra_magnitude=ra_magnitude,
+                augmix_severity=augmix_severity,
+                random_erase_prob=_probability("random_erase_prob", random_erase_prob),
+                is_bcos=bool(is_bcos),
+            )
         )
-        steps: list = [T.RandomResizedCrop(crop_size, interpolation=interpolation)]
-        if hflip_prob > 0:
-            steps.append(T.RandomHorizontalFlip(hflip_prob))
-        if auto_augment_policy is not None:
-            steps.append(self._policy(auto_augment_policy, interpolation, ra_magnitude, augmix_severity))
-        steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float)]
-        if not is_bcos:
-            steps.append(T.Normalize(mean=mean, std=std))
-        if random_erase_prob > 0:
-            steps.append(T.RandomErasing(p=random_erase_prob))
-        if is_bcos:
-            steps.append(AddInverse())
-        super().__init__(args, steps)
 
-    @staticmethod
-    def _policy(name: str, interpolation: InterpolationMode, ra_magnitude: int, augmix_severity: int):
+    def _steps(self) -> list:
+        a = self.args
+        steps: list = [T.RandomResizedCrop(a["crop_size"], interpolation=a["interpolation"])]
+        if a["hflip_prob"] > 0:
+            steps.append(T.RandomHorizontalFlip(a["hflip_prob"]))
+        if a["auto_augment_policy"] is not None:
+            steps.append(self._policy())
+        steps += [T.PILToTensor(), T.ConvertImageDtype(torch.float)]
+        if not a["is_bcos"]:
+            steps.append(T.Normalize(mean=a["mean"], std=a["std"]))
+        if a["random_erase_prob"] > 0:
+            steps.append(T.RandomErasing(p=a["random_erase_prob"]))
+        if a["is_bcos"]:
+            steps.append(AddInverse())
+        return steps
+
+    def _policy(self) -> torch.nn.Module:
+        name, interpolation = self.args["auto_augment_policy"], self.args["interpolation"]
         if name == "ra":
-            return autoaugment.RandAugment(interpolation=interpolation, magnitude=ra_magnitude)
+            return autoaugment.RandAugment(interpolation=interpolation, magnitude=self.args["ra_magnitude"])
         if name == "ta_wide":
             return autoaugment.TrivialAugmentWide(interpolation=interpolation)
         if name == "augmix":
-            return autoaugment.AugMix(interpolation=interpolation, severity=augmix_severity)
-        if name in AUTO_AUGMENT_POLICIES:
-            return autoaugment.AutoAugment(autoaugment.AutoAugmentPolicy(name), interpolation=interpolation)
-        raise unknown_name("auto_augment_policy", str(name), AUTO_AUGMENT_POLICIES)
+            return autoaugment.AugMix(interpolation=interpolation, severity=self.args["augmix_severity"])
+        return autoaugment.AutoAugment(autoaugment.AutoAugmentPolicy(name), interpolation=interpolation)
 
 
 class ImageNetClassificationPresetEval(EvalPreset):
@@ -252,22 +280,20 @@ class ImageNetClassificationPresetEval(EvalPreset):
         interpolation: InterpolationMode | str = InterpolationMode.BILINEAR,
         is_bcos: bool = False,
     ) -> None:
-        crop_size = _size("crop_size", crop_size)
-        resize_size = _size("resize_size", resize_size)
-        mean, std = _triple("mean", mean), _triple("std", std)
-        interpolation = _interpolation(interpolation)
-        args = dict(
-            crop_size=crop_size,
-            resize_size=resize_size,
-            mean=mean,
-            std=std,
-            interpolation=interpolation,
-            is_bcos=bool(is_bcos),
-        )
-        rest = [T.PILToTensor(), T.ConvertImageDtype(torch.float), *_final_steps(is_bcos, mean, std)]
         super().__init__(
-            args, T.Resize(resize_size, interpolation=interpolation), T.CenterCrop(crop_size), rest
+            dict(
+                crop_size=_size("crop_size", crop_size),
+                resize_size=_size("resize_size", resize_size),
+                mean=_triple("mean", mean),
+                std=_triple("std", std),
+                interpolation=_interpolation(interpolation),
+                is_bcos=bool(is_bcos),
+            )
         )
+
+    def _other_steps(self) -> list:
+        a = self.args
+        return [T.PILToTensor(), T.ConvertImageDtype(torch.float), *_final_steps(a["is_bcos"], a["mean"], a["std"])]
 
     @property
     def output_size(self) -> int | tuple[int, int]:
@@ -289,19 +315,28 @@ class CIFAR10ClassificationPresetTrain(ClassificationPreset):
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
         is_bcos: bool = False,
-        crop_size: int = CIFAR10_IMAGE_SIZE,
+        crop_size: int | tuple[int, int] = CIFAR10_IMAGE_SIZE,
         padding: int = 4,
         hflip_prob: float = 0.5,
     ) -> None:
-        crop_size = _size("crop_size", crop_size)
-        mean, std = _triple("mean", mean), _triple("std", std)
-        hflip_prob = _probability("hflip_prob", hflip_prob)
-        args = dict(mean=mean, std=std, is_bcos=bool(is_bcos), crop_size=crop_size, padding=padding, hflip_prob=hflip_prob)
-        steps: list = []
-        if hflip_prob > 0:
-            steps.append(T.RandomHorizontalFlip(hflip_prob))
-        steps += [T.RandomCrop(crop_size, padding=padding), T.ToTensor(), *_final_steps(is_bcos, mean, std)]
-        super().__init__(args, steps)
+        if not isinstance(padding, int) or padding < 0:
+            raise ConfigError(f"padding must be an integer >= 0, got {padding!r}")
+        super().__init__(
+            dict(
+                mean=_triple("mean", mean),
+                std=_triple("std", std),
+                is_bcos=bool(is_bcos),
+                crop_size=_size("crop_size", crop_size),
+                padding=padding,
+                hflip_prob=_probability("hflip_prob", hflip_prob),
+            )
+        )
+
+    def _steps(self) -> list:
+        a = self.args
+        steps: list = [T.RandomHorizontalFlip(a["hflip_prob"])] if a["hflip_prob"] > 0 else []
+        steps += [T.RandomCrop(a["crop_size"], padding=a["padding"]), T.ToTensor()]
+        return steps + _final_steps(a["is_bcos"], a["mean"], a["std"])
 
 
 class CIFAR10ClassificationPresetTest(EvalPreset):
@@ -321,21 +356,20 @@ class CIFAR10ClassificationPresetTest(EvalPreset):
         crop_size: int | tuple[int, int] | None = None,
         interpolation: InterpolationMode | str = InterpolationMode.BILINEAR,
     ) -> None:
-        resize_size = _size("resize_size", resize_size, optional=True)
-        crop_size = _size("crop_size", crop_size, optional=True)
-        mean, std = _triple("mean", mean), _triple("std", std)
-        interpolation = _interpolation(interpolation)
-        args = dict(
-            mean=mean,
-            std=std,
-            is_bcos=bool(is_bcos),
-            resize_size=resize_size,
-            crop_size=crop_size,
-            interpolation=interpolation,
+        super().__init__(
+            dict(
+                mean=_triple("mean", mean),
+                std=_triple("std", std),
+                is_bcos=bool(is_bcos),
+                resize_size=_size("resize_size", resize_size, optional=True),
+                crop_size=_size("crop_size", crop_size, optional=True),
+                interpolation=_interpolation(interpolation),
+            )
         )
-        resize = None if resize_size is None else T.Resize(resize_size, interpolation=interpolation)
-        crop = None if crop_size is None else T.CenterCrop(crop_size)
-        super().__init__(args, resize, crop, [T.ToTensor(), *_final_steps(is_bcos, mean, std)])
+
+    def _other_steps(self) -> list:
+        a = self.args
+        return [T.ToTensor(), *_final_steps(a["is_bcos"], a["mean"], a["std"])]
 
     @property
     def output_size(self) -> int | tuple[int, int]:
