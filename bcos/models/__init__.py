@@ -1,0 +1,18 @@
+"""B-cos model architectures (ResNet/ResNeXt/Wide-ResNet, DenseNet, VGG, ConvNeXt).
+
+Builders take the keyword arguments of their architecture class and return *untrained* models;
+``pretrained=True`` is refused here (load published weights through the model registry). Importing
+this package never imports Lightning, torchmetrics or Captum.
+"""
+
+from bcos.models.base import BcosUtilMixin
+from bcos.models.convnext import *  # noqa: F403
+from bcos.models.convnext import __all__ as _convnext_all
+from bcos.models.densenet import *  # noqa: F403
+from bcos.models.densenet import __all__ as _densenet_all
+from bcos.models.resnet import *  # noqa: F403
+from bcos.models.resnet import __all__ as _resnet_all
+from bcos.models.vgg import *  # noqa: F403
+from bcos.models.vgg import __all__ as _vgg_all
+
+__all__ = ["BcosUtilMixin", *_resnet_all, *_densenet_all, *_vgg_all, *_convnext_all]
