@@ -67,6 +67,7 @@ def test_state_dict_layout_matches_reference(name, entry):
 
 @pytest.mark.skipif(not VIT_VECTORS, reason="conformance vectors not found next to the project")
 @pytest.mark.parametrize("path", VIT_VECTORS, ids=lambda p: p.stem.split("__")[-1])
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # emitted by torch.backends.mkldnn.flags
 def test_conformance_vectors(path):
     conformance = _conformance()
     vector = conformance.load_vector(path)
