@@ -224,3 +224,12 @@ def test_cnn_conformance_rgba():
     assert conformance.rel_err(result.contribution_map[0], vector["pred_contribution_map"]) < 1e-3
     assert np.abs(result.explanation[0] - vector["pred_explanation_rgba"].numpy()).max() < 1e-3
     assert check_completeness(model, x).ok
+
+
+def test_numpy_and_scalar_targets():
+    model, x = _model(), _images(2)
+    assert explain(model, x, np.int64(3)).explained_class_idx.tolist() == [3, 3]
+    assert explain(model, x, np.array([1, 2])).explained_class_idx.tolist() == [1, 2]
+    assert explain(model, x, torch.tensor(4)).explained_class_idx.tolist() == [4, 4]
+    with pytest.raises(InputError, match="class indices"):
+        explain(model, x, 2.0)

@@ -15,6 +15,7 @@ logits gives every sample its own W(x): one forward and one backward explain the
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,18 +189,18 @@ def _resolve_target(target: Target, logits: Tensor) -> Tensor:
         return logits.argmax(1)
     if isinstance(target, bool):
         raise InputError("target must be a class index, not a bool")
-    if isinstance(target, int):
-        indices = torch.full((n,), target, dtype=torch.long, device=device)
+    if isinstance(target, numbers.Integral):
+        indices = torch.full((n,), int(target), dtype=torch.long, device=device)
     else:
         if isinstance(target, Tensor):
             if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
                 raise InputError(f"target tensor must hold integer class indices, got {target.dtype}")
             indices = target.detach().to(device=device, dtype=torch.long).reshape(-1)
         else:
-            values = list(target)
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            values = list(target) if isinstance(target, (Sequence, np.ndarray)) else [target]
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
                 raise InputError("target must be None, an int or a sequence of int class indices")
-            indices = torch.tensor(values, dtype=torch.long, device=device)
+            indices = torch.tensor([int(v) for v in values], dtype=torch.long, device=device)
         if indices.numel() == 1 and n > 1:
             indices = indices.expand(n)
         if indices.numel() != n:
