@@ -75,7 +75,8 @@ def test_imagenet_train_shapes_and_policies():
 
 
 def test_bcos_train_erasing_happens_before_add_inverse():
-    steps = ImageNetClassificationPresetTrain(crop_size=8, random_erase_prob=0.1, is_bcos=True).transforms.transforms
+    preset = ImageNetClassificationPresetTrain(crop_size=8, random_erase_prob=0.1, is_bcos=True)
+    steps = preset.transforms.transforms
     names = [type(step).__name__ for step in steps]
     assert names[-2:] == ["RandomErasing", "AddInverse"]
     steps = ImageNetClassificationPresetTrain(crop_size=8, random_erase_prob=0.1).transforms.transforms

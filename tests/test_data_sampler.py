@@ -34,7 +34,9 @@ def test_epoch_reshuffles_deterministically():
 
 def test_ranks_split_the_repeated_indices():
     size, world, reps = 1000, 4, 3
-    per_rank = [list(RASampler(range(size), num_replicas=world, rank=r, repetitions=reps, seed=1)) for r in range(world)]
+    per_rank = [
+        list(RASampler(range(size), num_replicas=world, rank=r, repetitions=reps, seed=1)) for r in range(world)
+    ]
     expected_len = (size // 256 * 256) // world
     assert all(len(chunk) == expected_len for chunk in per_rank)
     # before truncation every rank holds a different copy of the same images

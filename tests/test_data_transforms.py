@@ -19,7 +19,7 @@ from bcos.data.transforms import (
 from bcos.errors import ConfigError, InputError
 
 
-def _batch(n: int = 8, channels: int = 3, size: int = 8, num_classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(n: int = 8, channels: int = 3, size: int = 8, num_classes: int = 5):
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(n, channels, size, size, generator=generator)
     targets = torch.arange(n) % num_classes

@@ -29,6 +29,7 @@ _DATAMODULE_NAMES = (
     "CIFAR10DataModule",
     "ImageNetDataModule",
     "DigitsDataModule",
+    "ImageFolderTreesDataModule",
     "ImageFolderDataModule",
     "make_image_folder_datamodule",
     "registry",

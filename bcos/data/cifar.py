@@ -143,13 +143,16 @@ class CIFAR10Dataset(Dataset):
         folder = self.root / CIFAR10_FOLDER
         if not folder.is_dir():
             raise DataNotFoundError(f"no CIFAR-10 folder at {str(folder)!r}; {_LAYOUT_HINT}")
-        images, labels = zip(*(_read_batch(folder / name) for name in (CIFAR10_TRAIN_FILES if train else CIFAR10_TEST_FILES)))
+        files = CIFAR10_TRAIN_FILES if train else CIFAR10_TEST_FILES
+        images, labels = zip(*(_read_batch(folder / name) for name in files))
         self.data: np.ndarray = np.concatenate(images)
         self.targets: list[int] = np.concatenate(labels).tolist()
         meta = _unpickle(folder / CIFAR10_META_FILE)
         names = meta.get("label_names")
         if not isinstance(names, (list, tuple)) or not names:
-            raise DataNotFoundError(f"{str(folder / CIFAR10_META_FILE)!r} lacks 'label_names'; delete it and re-download")
+            raise DataNotFoundError(
+                f"{str(folder / CIFAR10_META_FILE)!r} lacks 'label_names'; delete it and re-download"
+            )
         self.classes: list[str] = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
         if self.targets and not 0 <= min(self.targets) <= max(self.targets) < len(self.classes):
             raise DataNotFoundError(

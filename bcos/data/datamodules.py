@@ -65,6 +65,7 @@ __all__ = [
     "CIFAR10DataModule",
     "ImageNetDataModule",
     "DigitsDataModule",
+    "ImageFolderTreesDataModule",
     "ImageFolderDataModule",
     "make_image_folder_datamodule",
     "registry",
@@ -175,7 +176,9 @@ class ClassificationDataModule(L.LightningDataModule):
         if not isinstance(config, Mapping):
             raise ConfigError(f"a datamodule takes the data config (a dict), got {type(config).__name__}")
         if isinstance(config.get("data"), Mapping):
-            raise ConfigError("pass the data part of the config (config['data']) to the datamodule, not the whole config")
+            raise ConfigError(
+                "pass the data part of the config (config['data']) to the datamodule, not the whole config"
+            )
         for key in config:
             if key not in self.CONFIG_KEYS:
                 raise unknown_name("data config key", str(key), self.CONFIG_KEYS)
@@ -227,7 +230,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _resolve_num_classes(self) -> int:
         configured = self.config.get("num_classes")
-        if configured is not None and (not isinstance(configured, int) or isinstance(configured, bool) or configured < 1):
+        if configured is not None and (
+            not isinstance(configured, int) or isinstance(configured, bool) or configured < 1
+        ):
             raise ConfigError(f"data.num_classes must be a positive integer, got {configured!r}")
         if self.NUM_CLASSES is not None:
             if configured is not None and configured != self.NUM_CLASSES:
@@ -257,7 +262,9 @@ class ClassificationDataModule(L.LightningDataModule):
         """The transform ``data.<key>`` (``train_transform`` or ``test_transform``) of the config."""
         value = self.config.get(key)
         if value is None:
-            raise ConfigError(f"data.{key} is missing; set it to a transform, e.g. a preset from bcos.data.presets")
+            raise ConfigError(
+                f"data.{key} is missing; set it to a transform, e.g. a preset from bcos.data.presets"
+            )
         if not callable(value):
             raise ConfigError(f"data.{key} must be callable (a transform), got {type(value).__name__}")
         return value
@@ -458,7 +465,8 @@ class ImageFolderTreesDataModule(ClassificationDataModule, register=False):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         train, evaluation = self.train_dataset, self.eval_dataset
-        if isinstance(train, ImageFolder) and isinstance(evaluation, ImageFolder) and train.classes != evaluation.classes:
+        both = isinstance(train, ImageFolder) and isinstance(evaluation, ImageFolder)
+        if both and train.classes != evaluation.classes:  # type: ignore[union-attr]
             raise DataNotFoundError(
                 f"the class folders of {self.TRAIN_FOLDER}/ and {self.EVAL_FOLDER}/ under "
                 f"{str(self.data_folder())!r} differ; labels would not match"
@@ -532,6 +540,15 @@ def make_image_folder_datamodule(
     if not name.isidentifier():
         raise ConfigError(f"dataset name {name!r} must be a Python identifier (letters, digits, underscores)")
     root = str(Path(root).expanduser())
+    existing = _REGISTRY.get(name)
+    if existing is not None:
+        if (
+            issubclass(existing, ImageFolderDataModule)
+            and existing.ROOT == root
+            and num_classes in (None, existing.NUM_CLASSES)
+        ):
+            return existing
+        raise ConfigError(f"dataset name {name!r} is already registered; choose another name")
     if num_classes is None or categories is None:
         train = Path(root) / ImageFolderTreesDataModule.TRAIN_FOLDER
         if not train.is_dir():
@@ -539,15 +556,6 @@ def make_image_folder_datamodule(
         found, _ = find_classes(str(train))
         num_classes = len(found) if num_classes is None else num_classes
         categories = list(found) if categories is None else categories
-    existing = _REGISTRY.get(name)
-    if existing is not None:
-        if (
-            issubclass(existing, ImageFolderDataModule)
-            and existing.ROOT == root
-            and existing.NUM_CLASSES == num_classes
-        ):
-            return existing
-        raise ConfigError(f"dataset name {name!r} is already registered; choose another name")
     attributes = {
         "NUM_CLASSES": num_classes,
         "NUM_CLASSES_FROM_DATA": False,

@@ -293,7 +293,8 @@ class ImageNetClassificationPresetEval(EvalPreset):
 
     def _other_steps(self) -> list:
         a = self.args
-        return [T.PILToTensor(), T.ConvertImageDtype(torch.float), *_final_steps(a["is_bcos"], a["mean"], a["std"])]
+        to_float = [T.PILToTensor(), T.ConvertImageDtype(torch.float)]
+        return to_float + _final_steps(a["is_bcos"], a["mean"], a["std"])
 
     @property
     def output_size(self) -> int | tuple[int, int]:

@@ -26,7 +26,9 @@ def _extract(archive: Path, target: Path) -> None:
         tar.extractall(target, filter="data")
 
 
-def cache_train_tree(target: str | Path, *, source: str | Path | None = None, tar_dir: str | Path | None = None) -> Path:
+def cache_train_tree(
+    target: str | Path, *, source: str | Path | None = None, tar_dir: str | Path | None = None
+) -> Path:
     """Fill ``target`` with the training tree from ``tar_dir`` (tar files) or ``source`` (a folder).
 
     Returns ``target``. Does nothing when ``target`` already holds a finished copy.
@@ -38,7 +40,8 @@ def cache_train_tree(target: str | Path, *, source: str | Path | None = None, ta
         target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataNotFoundError(
-            f"cannot create the cache folder {str(target)!r} ({error.strerror}); set SHMTMPDIR to a writable folder"
+            f"cannot create the cache folder {str(target)!r} ({error.strerror}); "
+            "set SHMTMPDIR to a writable folder"
         ) from error
     if tar_dir is not None:
         archives = sorted(p for p in Path(tar_dir).glob("*.tar") if p.is_file()) if Path(tar_dir).is_dir() else []
