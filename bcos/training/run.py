@@ -16,6 +16,7 @@ import importlib.util
 import inspect
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,11 @@ def run_training(args: Any) -> pl.Trainer:
             **trainer_config,
         )
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+            with warnings.catch_warnings():
+                # the lock file and config.txt are always there; earlier runs' checkpoints are
+                # either resumed or archived, so this warning of Lightning's says nothing here
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
         except NonFiniteLossError as error:
             last = run_folder.last_checkpoint
             kept = f"kept {last}" if last.exists() else "no checkpoint had been written yet"

@@ -16,17 +16,30 @@ from bcos.experiments.utils.run_folder import (
     best_checkpoint_filename_template,
 )
 
-__all__ = ["checkpoint_callbacks", "BEST_CHECKPOINTS_KEPT"]
+__all__ = ["RunCheckpoint", "checkpoint_callbacks", "BEST_CHECKPOINTS_KEPT"]
 
 #: how many best checkpoints (by validation top-1 accuracy) stay in the run folder
 BEST_CHECKPOINTS_KEPT = 3
 
 
-def checkpoint_callbacks(run_folder: RunFolder, ema: bool = False) -> list[ModelCheckpoint]:
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes nothing during ``fast_dev_run``.
+
+    Lightning skips checkpoints in a fast dev run except the final ``last.ckpt`` of
+    ``on_train_end``; that file would make the next real training resume after one batch.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.fast_dev_run:
+            return
+        super().on_train_end(trainer, pl_module)
+
+
+def checkpoint_callbacks(run_folder: RunFolder, ema: bool = False) -> list[RunCheckpoint]:
     """``ModelCheckpoint`` for ``last.ckpt`` and the best three by ``val_acc1``; with ``ema`` a second
     one keeps the best three by ``val_acc1_ema``."""
     callbacks = [
-        ModelCheckpoint(
+        RunCheckpoint(
             dirpath=run_folder.path,
             filename=best_checkpoint_filename_template(ema=False),
             monitor=VALIDATION_METRIC,
@@ -39,7 +52,7 @@ def checkpoint_callbacks(run_folder: RunFolder, ema: bool = False) -> list[Model
     ]
     if ema:
         callbacks.append(
-            ModelCheckpoint(
+            RunCheckpoint(
                 dirpath=run_folder.path,
                 filename=best_checkpoint_filename_template(ema=True),
                 monitor=EMA_VALIDATION_METRIC,

@@ -26,10 +26,9 @@ from torch import nn
 
 from bcos.errors import ConfigError
 from bcos.explain.contributions import explain
-from bcos.explain.visualize import plot_image_grid
 from bcos.training.atomic import atomic_open
 
-__all__ = ["ExplanationsLogger", "EXPLANATIONS_DIRNAME", "default_smoothing", "explanation_figure"]
+__all__ = ["ExplanationsLogger", "EXPLANATIONS_DIRNAME", "default_smoothing", "explanation_grid"]
 
 EXPLANATIONS_DIRNAME = "explanations"
 _COLUMNS = 8
@@ -52,44 +51,55 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def explanation_figure(
-    images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, explanations: np.ndarray
-):
-    """A matplotlib figure with rows of inputs above rows of their RGBA explanations.
+def _framed(cell: np.ndarray, color: tuple[int, int, int] | None, width: int) -> np.ndarray:
+    framed = np.zeros((cell.shape[0] + 2 * width, cell.shape[1] + 2 * width, 3), dtype=np.uint8)
+    if color is not None:
+        framed[:] = color
+    framed[width:-width, width:-width] = cell
+    return framed
+
+
+def explanation_grid(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predictions: torch.Tensor,
+    explanations: np.ndarray,
+    columns: int = _COLUMNS,
+    min_cell_size: int = 96,
+) -> np.ndarray:
+    """One uint8 RGB picture: rows of inputs above rows of their explanations.
+
+    Explanations are drawn over black and framed green when the prediction is right, orange when
+    it is wrong. Small images are enlarged (nearest neighbour) to at least ``min_cell_size`` pixels.
 
     Args:
         images: [N, 6, H, W] B-cos inputs ``[x, 1-x]`` (the first three channels are shown).
         labels, predictions: [N] true and predicted classes.
-        explanations: [N, H, W, 4] RGBA explanation images.
+        explanations: [N, H, W, 4] RGBA explanation images in [0, 1].
     """
-    n = len(images)
-    columns = min(_COLUMNS, n)
-    blank = np.zeros((*explanations.shape[1:3], 4), dtype=np.float32)
-    cells: list[Any] = []
-    titles: list[str] = []
-    correct: list[bool | None] = []
+    n, _, height, width = images.shape
+    columns = max(1, min(columns, n))
+    scale = max(1, -(-min_cell_size // max(height, width)))
+    frame = max(2, scale)
+
+    def cell(rgb: np.ndarray) -> np.ndarray:
+        rgb = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+
+    inputs = images[:, :3].permute(0, 2, 3, 1).clamp(0, 1).numpy()
+    shown = explanations[..., :3] * explanations[..., 3:4]  # RGBA over black
+    blank = _framed(np.zeros((height * scale, width * scale, 3), np.uint8), None, frame)
+    rows = []
     for start in range(0, n, columns):
         chunk = range(start, min(start + columns, n))
-        pad = columns - len(chunk)
-        cells += [images[i, :3].permute(1, 2, 0).clamp(0, 1).numpy() for i in chunk] + [blank] * pad
-        titles += [f"{int(labels[i])} -> {int(predictions[i])}" for i in chunk] + [""] * pad
-        correct += [None] * columns
-        cells += [explanations[i] for i in chunk] + [blank] * pad
-        titles += [""] * columns
-        correct += [bool(labels[i] == predictions[i]) for i in chunk] + [None] * pad
-    fig, axes = plot_image_grid(cells, titles=titles, ncols=columns, cell_size=1.4)
-    for ax, is_correct, title, cell in zip(axes.flat, correct, titles, cells):
-        if cell is blank:
-            ax.axis("off")
-            continue
-        ax.title.set_fontsize(7)
-        if is_correct is not None:
-            for spine in ax.spines.values():
-                spine.set_edgecolor("lime" if is_correct else "orange")
-                spine.set_linewidth(2)
-                spine.set_linestyle((0, (5, 3)) if is_correct else (0, (2, 3)))
-    fig.tight_layout(pad=0.3)
-    return fig
+        top = [_framed(cell(inputs[i]), None, frame) for i in chunk]
+        bottom = [
+            _framed(cell(shown[i]), (0, 255, 0) if labels[i] == predictions[i] else (255, 165, 0), frame)
+            for i in chunk
+        ]
+        pad = [blank] * (columns - len(chunk))
+        rows += [np.concatenate(top + pad, axis=1), np.concatenate(bottom + pad, axis=1)]
+    return np.concatenate(rows, axis=0)
 
 
 class ExplanationsLogger(Callback):
@@ -170,10 +180,7 @@ class ExplanationsLogger(Callback):
 
     def log_explanations(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path:
         """Explain the images with the current weights; returns the saved PNG's path."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from PIL import Image
 
         assert self.images is not None and self.labels is not None
         model = self._sync_model(pl_module)
@@ -182,10 +189,10 @@ class ExplanationsLogger(Callback):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             result = explain(model, self.images, smooth=smooth)
-        figure = explanation_figure(self.images, self.labels, result.prediction, result.explanation)
+        grid = explanation_grid(self.images, self.labels, result.prediction, result.explanation)
 
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=150)
+        Image.fromarray(grid).save(buffer, format="png")
         path = Path(trainer.default_root_dir) / EXPLANATIONS_DIRNAME / f"epoch_{trainer.current_epoch}.png"
         with atomic_open(path, "wb") as handle:
             handle.write(buffer.getvalue())
@@ -193,11 +200,7 @@ class ExplanationsLogger(Callback):
 
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("explanations", figure, global_step=trainer.current_epoch, close=False)
+                logger.experiment.add_image("explanations", grid, global_step=trainer.current_epoch, dataformats="HWC")
             elif isinstance(logger, WandbLogger):
-                from PIL import Image
-
-                logger.log_image("explanations", [Image.open(io.BytesIO(buffer.getvalue()))])
-        plt.close(figure)
+                logger.log_image("explanations", [grid])
         return path
-

@@ -1,0 +1,214 @@
+"""End-to-end training through ``train.py``'s ``main`` on a tiny CIFAR-10 in the real format.
+
+A tiny test-only config collection ``CIFAR10/tiny_test`` (a 2-layer B-cos CNN) is patched into the
+collection lookup, so each run takes seconds: files of a run, resume, ``--force-no-resume``, the
+explanation logger, EMA, the NaN stop and the run-folder lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers_data import make_tiny_cifar10  # noqa: E402
+
+import bcos.experiments.utils.collections as collections_module  # noqa: E402
+import bcos.experiments.utils.experiment as experiment_module  # noqa: E402
+from bcos.cli.train import main as train_main  # noqa: E402
+from bcos.data.presets import CIFAR10ClassificationPresetTest, CIFAR10ClassificationPresetTrain  # noqa: E402
+from bcos.experiments.utils.metrics import read_metric_file  # noqa: E402
+from bcos.models.base import BcosUtilMixin  # noqa: E402
+from bcos.modules import BcosConv2d, BinaryCrossEntropyLoss, LogitLayer  # noqa: E402
+from bcos.optim import LRSchedulerFactory, OptimizerFactory  # noqa: E402
+from bcos.training.run_lock import RunFolderLock  # noqa: E402
+
+COLLECTION = "tiny_test"
+
+
+class TinyBcosNet(BcosUtilMixin, nn.Module):
+    """Two B-cos convolutions, a 1x1 B-cos classifier and global average pooling."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            BcosConv2d(6, width, kernel_size=3, padding=1, stride=2),
+            BcosConv2d(width, width, kernel_size=3, padding=1, stride=2),
+        )
+        self.classifier = BcosConv2d(width, num_classes, kernel_size=1)
+        self.logit_layer = LogitLayer(logit_bias=-math.log(num_classes - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit_layer(self.classifier(self.features(x)).mean(dim=(2, 3)))
+
+
+def get_model(model_config):
+    return TinyBcosNet(**model_config.get("args", {}))
+
+
+class NaNAfter(nn.Module):
+    """BCE loss that turns NaN after ``ok_calls`` calls (simulates a diverging run)."""
+
+    def __init__(self, ok_calls: int) -> None:
+        super().__init__()
+        self.ok_calls = ok_calls
+        self.calls = 0
+        self.loss = BinaryCrossEntropyLoss()
+
+    def forward(self, outputs, targets):
+        self.calls += 1
+        loss = self.loss(outputs, targets)
+        return loss * float("nan") if self.calls > self.ok_calls else loss
+
+
+def tiny_config(epochs: int = 1, **extra) -> dict:
+    config = dict(
+        data=dict(
+            train_transform=CIFAR10ClassificationPresetTrain(is_bcos=True),
+            test_transform=CIFAR10ClassificationPresetTest(is_bcos=True),
+            batch_size=32,
+            num_workers=0,
+            num_classes=10,
+        ),
+        model=dict(is_bcos=True, name="tiny", args=dict(num_classes=10)),
+        criterion=BinaryCrossEntropyLoss(),
+        test_criterion=BinaryCrossEntropyLoss(),
+        optimizer=OptimizerFactory(name="Adam", lr=1e-2),
+        lr_scheduler=LRSchedulerFactory(name="cosineannealinglr", epochs=4),
+        trainer=dict(max_epochs=epochs, num_sanity_val_steps=0, enable_model_summary=False, log_every_n_steps=1),
+    )
+    config.update(extra)
+    return config
+
+
+@pytest.fixture
+def tiny_collection(monkeypatch, tmp_path):
+    """Patch ``CIFAR10/tiny_test`` into the collection lookup; DATA_ROOT -> a tiny CIFAR-10."""
+    configs = {
+        "tiny": tiny_config(),
+        "tiny_ema": tiny_config(ema=dict(steps=1, decay=0.9)),
+        "tiny_nan": tiny_config(epochs=2, criterion=NaNAfter(ok_calls=2)),
+    }
+    original = collections_module.get_configs_and_model_factory
+
+    def lookup(dataset, base_network):
+        if (dataset, base_network) == ("CIFAR10", COLLECTION):
+            return configs, get_model
+        return original(dataset, base_network)
+
+    monkeypatch.setattr(collections_module, "get_configs_and_model_factory", lookup)
+    monkeypatch.setattr(experiment_module, "get_configs_and_model_factory", lookup)
+    monkeypatch.setenv("DATA_ROOT", str(make_tiny_cifar10(tmp_path / "data", n_train=64, n_test=32)))
+    monkeypatch.chdir(tmp_path)
+    return configs
+
+
+def train(tmp_path: Path, name: str, *extra: str) -> int:
+    argv = ["--dataset", "CIFAR10", "--base_network", COLLECTION, "--experiment_name", name]
+    return train_main([*argv, "--base_directory", str(tmp_path / "experiments"), "--refresh_rate", "100", *extra])
+
+
+def run_folder(tmp_path: Path, name: str) -> Path:
+    return tmp_path / "experiments" / "CIFAR10" / COLLECTION / name
+
+
+def test_training_run_writes_checkpoints_metrics_config_and_explanations(tiny_collection, tmp_path):
+    assert train(tmp_path, "tiny", "--csv_logger", "--explanation_logging") == 0
+    folder = run_folder(tmp_path, "tiny")
+
+    best = [p.name for p in folder.glob("epoch=*.ckpt")]
+    assert len(best) == 1 and re.fullmatch(r"epoch=0-val_acc1=\d\.\d{4}\.ckpt", best[0])
+    checkpoint = torch.load(folder / "last.ckpt", weights_only=True)  # plain data only
+    assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 2
+    assert any(key.startswith("model.features.0") for key in checkpoint["state_dict"])
+    assert checkpoint["hyper_parameters"]["experiment_name"] == "tiny"
+    assert "OptimizerFactory" in str(checkpoint["hyper_parameters"]["optimizer"]) or isinstance(
+        checkpoint["hyper_parameters"]["optimizer"], dict
+    )
+
+    for name in ("eval_acc1", "eval_acc5", "train_acc1", "train_acc5"):
+        rows = read_metric_file(folder / "metrics" / f"{name}.gz")
+        assert rows.shape == (1, 2) and rows[0, 0] == 0 and 0.0 <= rows[0, 1] <= 1.0
+    # the best checkpoint's name carries the same accuracy as the metrics file
+    accuracy = float(best[0].split("val_acc1=")[1].removesuffix(".ckpt"))
+    assert accuracy == pytest.approx(read_metric_file(folder / "metrics" / "eval_acc1.gz")[0, 1], abs=1e-4)
+
+    config_text = (folder / "config.txt").read_text()
+    assert "experiment_name: 'tiny'" in config_text and "max_epochs: 1" in config_text
+    assert (folder / "csv_logs" / "version_0" / "metrics.csv").exists()
+    png = folder / "explanations" / "epoch_0.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_and_force_no_resume_starts_over(tiny_collection, tmp_path):
+    folder = run_folder(tmp_path, "tiny")
+    assert train(tmp_path, "tiny") == 0
+    first_weights = torch.load(folder / "last.ckpt", weights_only=True)["state_dict"]
+
+    tiny_collection["tiny"]["trainer"]["max_epochs"] = 2
+    assert train(tmp_path, "tiny") == 0  # resumes from last.ckpt: only epoch 1 is trained
+    resumed = torch.load(folder / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 4
+    epochs = read_metric_file(folder / "metrics" / "eval_acc1.gz")[:, 0]
+    np.testing.assert_array_equal(epochs, [0, 1])
+    assert "resumed_from" in (folder / "config.txt").read_text()
+    assert any(not torch.equal(first_weights[k], resumed["state_dict"][k]) for k in first_weights)
+
+    assert train(tmp_path, "tiny", "--force-no-resume") == 0  # starts at epoch 0 again
+    restarted = torch.load(folder / "last.ckpt", weights_only=True)
+    assert restarted["epoch"] == 1 and restarted["global_step"] == 4
+    archives = list((folder / "archived_runs").iterdir())
+    assert len(archives) == 1 and (archives[0] / "last.ckpt").exists() and (archives[0] / "metrics").is_dir()
+    np.testing.assert_array_equal(read_metric_file(folder / "metrics" / "eval_acc1.gz")[:, 0], [0, 1])
+
+
+def test_ema_run_saves_ema_weights_metrics_and_best_checkpoint(tiny_collection, tmp_path):
+    assert train(tmp_path, "tiny_ema") == 0
+    folder = run_folder(tmp_path, "tiny_ema")
+    state = torch.load(folder / "last.ckpt", weights_only=True)["state_dict"]
+    assert int(state["ema.n_averaged"]) == 2  # one update per optimizer step (steps=1)
+    ema_keys = [k for k in state if k.startswith("ema.module.")]
+    assert len(ema_keys) == len([k for k in state if k.startswith("model.")])
+    assert read_metric_file(folder / "metrics" / "eval_acc1_ema.gz").shape == (1, 2)
+    assert len(list(folder.glob("epoch=0-val_acc1_ema=*.ckpt"))) == 1
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_collection, tmp_path, capsys):
+    assert train(tmp_path, "tiny_nan") == 2
+    err = capsys.readouterr().err
+    assert "error: training stopped: the loss became nan at epoch 1" in err
+    checkpoint = torch.load(run_folder(tmp_path, "tiny_nan") / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 0  # epoch 0 finished before the loss diverged
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_locked_run_folder_is_refused(tiny_collection, tmp_path, capsys):
+    from bcos.experiments.utils.run_folder import RunFolder
+
+    with RunFolderLock(RunFolder(run_folder(tmp_path, "tiny"))):
+        assert train(tmp_path, "tiny") == 2
+    assert "in use by another training" in capsys.readouterr().err
+    assert not (run_folder(tmp_path, "tiny") / "last.ckpt").exists()
+
+
+def test_unknown_names_are_user_errors(tiny_collection, tmp_path, capsys):
+    assert train(tmp_path, "tinny") == 2
+    assert "did you mean 'tiny'" in capsys.readouterr().err
+    argv = ["--dataset", "CIFAR1O", "--base_network", COLLECTION, "--experiment_name", "tiny"]
+    assert train_main(argv) == 2
+    assert "did you mean 'CIFAR10'" in capsys.readouterr().err
+
+
+def test_config_is_not_changed_by_training(tiny_collection, tmp_path):
+    before = copy.deepcopy(tiny_collection["tiny"]["trainer"])
+    assert train(tmp_path, "tiny", "--fast_dev_run") == 0
+    assert tiny_collection["tiny"]["trainer"] == before
+    assert not (run_folder(tmp_path, "tiny") / "last.ckpt").exists()  # fast_dev_run saves nothing
