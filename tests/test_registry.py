@@ -355,6 +355,17 @@ def test_weights_argument_loads_a_local_state_dict(saved_weights, tmp_path):
     assert_same_weights(create_model(SMALL, weights=str(checkpoint)), state_dict)
 
 
+def test_a_model_built_on_meta_takes_the_loaded_tensors(saved_weights):
+    path, state_dict, _ = saved_weights
+    with torch.device("meta"):
+        model = create_model(SMALL, weights=path)
+    assert all(not p.is_meta and p.requires_grad for p in model.parameters())
+    assert_same_weights(model, state_dict)
+    assert model(torch.rand(1, 6, 32, 32)).shape == (1, 1000)
+    with torch.device("meta"), pytest.raises(CheckpointError, match="left tensors of the model on the meta device"):
+        create_model(SMALL, weights=path, num_classes=10)
+
+
 def test_weights_that_do_not_fit_are_refused(saved_weights, tmp_path):
     path, state_dict, _ = saved_weights
     with pytest.raises(CheckpointError, match="does not exist"):

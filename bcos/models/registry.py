@@ -412,8 +412,10 @@ def load_weights_into(
             f"{source} does not fit the model: {len(wrong)} tensors differ in shape (file vs model: {shapes}); "
             "build the model the weights were trained with"
         )
+    # a model built under torch.device("meta") takes the loaded tensors themselves (no init cost)
+    on_meta = any(t.is_meta for t in own.values())
     missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state_dict.items() if k not in resized}, strict=False
+        {k: v for k, v in state_dict.items() if k not in resized}, strict=False, assign=on_meta
     )
     missing = [k for k in missing if k not in resized]
     if missing or unexpected:
@@ -424,4 +426,9 @@ def load_weights_into(
             parts.append(f"unexpected keys {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
         raise CheckpointError(
             f"{source} does not fit the model ({'; '.join(parts)}); build the model the weights were trained with"
+        )
+    if on_meta and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise CheckpointError(
+            f"{source} left tensors of the model on the meta device (a new classifier?); "
+            "build the model on a real device"
         )
