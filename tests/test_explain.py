@@ -233,3 +233,17 @@ def test_numpy_and_scalar_targets():
     assert explain(model, x, torch.tensor(4)).explained_class_idx.tolist() == [4, 4]
     with pytest.raises(InputError, match="class indices"):
         explain(model, x, 2.0)
+
+
+def test_reference_compatible_imports():
+    import bcos.common as common
+    from bcos.explain.visualize import gradient_to_image, plot_contribution_map
+    from bcos.modules import explanation_mode
+
+    assert common.BcosUtilMixin is BcosUtilMixin
+    assert common.explanation_mode is explanation_mode
+    assert common.gradient_to_image is gradient_to_image
+    assert common.plot_contribution_map is plot_contribution_map
+    x = _images(1)[0]
+    weights = dynamic_linear_weights(_model(), x)[0]
+    np.testing.assert_array_equal(BcosUtilMixin.gradient_to_image(x, weights), gradient_to_image(x, weights))

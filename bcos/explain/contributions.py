@@ -97,7 +97,8 @@ class Explanation:
             if len(self) == 1 and key == "explanation" and value is not None:
                 return value[0]
             return value
-        if isinstance(key, int):
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            key = int(key)
             n = len(self)
             if not -n <= key < n:
                 raise IndexError(f"sample index {key} out of range for an explanation of {n} samples")
