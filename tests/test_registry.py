@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import bcos
-from bcos.errors import CheckpointError, UnknownNameError
+from bcos.errors import CheckpointError, ConfigError, UnknownNameError
 from bcos.models import registry, weights
 from bcos.models.registry import create_model, get_pretrained_config, list_models
 
@@ -79,6 +79,9 @@ def test_metadata_of_some_models():
     )
     assert get_pretrained_config("standard_vitc_l_patch1_14").weights.sha256_prefix == "560e48f246"
     assert str(get_pretrained_config("convnext_tiny").source) == "ImageNet/bcos_final_long/convnext_tiny_pn"
+    assert resnet18.summary() == (
+        "resnet18: B-cos ResNet-18 (top-1 68.736%, top-5 87.430%, 11.69M params; ImageNet/bcos_final/resnet_18)"
+    )
 
 
 def test_builder_arguments_follow_the_collections():
@@ -399,3 +402,19 @@ def test_a_published_file_passed_as_weights_is_verified(tmp_path):
     fake.write_bytes(b"something else")
     with pytest.raises(CheckpointError, match="expected ddd6193a77"):
         create_model(SMALL, weights=fake)
+
+
+def test_register_a_model_without_weights(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    custom = dataclasses.replace(
+        get_pretrained_config("resnet18"), name="my_resnet18", weights=None, top1=None, top5=None, num_classes=10
+    )
+    registry.register_model(custom)
+    assert list_models(pretrained=False) == ["my_resnet18"]
+    assert "my_resnet18" not in list_models(pretrained=True)
+    assert build_on_meta("my_resnet18").fc.linear.weight.shape[0] == 10
+    with pytest.raises(CheckpointError, match="has no published weights; pass weights=PATH"):
+        create_model("my_resnet18", pretrained=True)
+    with pytest.raises(ConfigError, match="already registered"):
+        registry.register_model(custom)
+    assert "no accuracy" in custom.summary()

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from bcos.errors import CheckpointError, ConfigError, unknown_name
+from bcos.models.base import BcosSequential
 from bcos.models.weights import (
     WEIGHTS_BASE_URL,
     WeightsFile,
@@ -34,6 +35,8 @@ from bcos.models.weights import (
     load_state_dict_file,
     verify_sha256_prefix,
 )
+from bcos.modules import BcosConv2d, BcosLinear, LogitLayer
+from bcos.modules.norms import BatchNormUncentered2d, DetachableGNLayerNorm2d, DetachableLayerNorm, NoBias
 
 __all__ = [
     "SourceConfig",
@@ -148,9 +151,6 @@ class PretrainedConfig:
         builder = getattr(importlib.import_module(f"bcos.models.{self.module}"), self.architecture)
         model = builder(**kwargs)
         if self.kind == "bcos_vit":
-            from bcos.models.base import BcosSequential
-            from bcos.modules import LogitLayer
-
             if logit_bias is None:
                 logit_bias = _vit_logit_bias(kwargs["num_classes"])
             model = BcosSequential(model, LogitLayer(logit_bias=logit_bias))
@@ -186,14 +186,6 @@ def _vit_logit_bias(num_classes: int) -> float:
 
 def _collection_kwargs(kind: ModelKind, num_classes: int, bcos_args: Mapping[str, Any]) -> dict[str, Any]:
     """The builder arguments every model of a collection gets (ImageNet bcos_final(_long), vit_final)."""
-    from bcos.modules import BcosConv2d, BcosLinear
-    from bcos.modules.norms import (
-        BatchNormUncentered2d,
-        DetachableGNLayerNorm2d,
-        DetachableLayerNorm,
-        NoBias,
-    )
-
     if kind == "bcos_cnn":
         return dict(
             num_classes=num_classes,
