@@ -151,6 +151,42 @@ def test_evaluate_with_weights_and_reload_agree(tiny_setup, monkeypatch, capsys)
     assert (float(ACCURACY_LINE.search(out)[1]), float(ACCURACY_LINE.search(out)[2])) == _expected_accuracy(root, ema_weights)
 
 
+_HUBCONF = """
+from types import SimpleNamespace
+
+import torch
+
+from bcos.experiments.utils.experiment import Experiment
+
+__all__ = ["tiny_cifar"]
+
+
+def tiny_cifar(pretrained=False):
+    model = Experiment("CIFAR10", "norm_ablations_final", "resnet_20_bnu-linear-nomaxout").get_model()
+    if pretrained:
+        model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+    source = SimpleNamespace(dataset="CIFAR10", collection="norm_ablations_final",
+                             experiment="resnet_20_bnu-linear-nomaxout")
+    model.pretrained_config = SimpleNamespace(source=source)
+    return model
+"""
+
+
+@pytest.mark.filterwarnings("ignore:the CIFAR10 evaluation set has 20 examples")
+def test_evaluate_hubconf_model_uses_its_source_config(tiny_setup, tmp_path, monkeypatch, capsys):
+    root, weights, _ = tiny_setup
+    monkeypatch.setenv("DATA_ROOT", str(root / "data"))
+    (tmp_path / "hubconf.py").write_text(f"WEIGHTS = {str(root / 'weights.pth')!r}\n" + _HUBCONF)
+    monkeypatch.chdir(tmp_path)
+    options = ["--batch_size", "8", "--num_workers", "0", "--no-cuda", "--no-progress"]
+    status, out, err = _run(["--hubconf", "tiny_cifar", *options], capsys)
+    assert status == 0, err
+    match = ACCURACY_LINE.search(out)
+    assert (float(match[1]), float(match[2])) == _expected_accuracy(root, weights)
+    status, _, err = _run(["--hubconf", "tiny_cifr", *options], capsys)
+    assert status == 2 and "did you mean 'tiny_cifar'" in err
+
+
 def test_get_datamodule_overrides_do_not_touch_the_config(tiny_setup, monkeypatch):
     root, _, _ = tiny_setup
     monkeypatch.setenv("DATA_ROOT", str(root / "data"))
@@ -173,6 +209,8 @@ def test_evaluate_errors_are_one_line(tiny_setup, monkeypatch, capsys):
     assert status == 2 and "did you mean 'CIFAR10'" in err
     status, _, err = _run(["--hubconf", "resnet18", "--reload", "last"], capsys)
     assert status == 2 and "drop --reload" in err
+    status, _, err = _run(["--hubconf", "resnet18", "--ema"], capsys)
+    assert status == 2 and "drop --reload/--weights/--ema" in err
     with pytest.raises(SystemExit) as info:  # argparse: mutually exclusive options
         run_cli(main, [*_common(root), "--reload", "last", "--weights", "x.pth"])
     assert info.value.code == 2

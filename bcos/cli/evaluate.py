@@ -15,7 +15,7 @@ The test loader is the datamodule's (ImageNet val, CIFAR-10 test, ...). Results 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -28,13 +28,18 @@ from bcos.errors import ConfigError
 
 __all__ = ["get_parser", "main", "run_evaluation", "load_model_and_config"]
 
+DEFAULT_DATASET = "ImageNet"
+
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The argument parser of ``evaluate.py``."""
     parser = argparse.ArgumentParser(description="Evaluate a trained model (top-1/top-5 accuracy).", add_help=add_help)
     parser.add_argument("--hubconf", metavar="NAME", help="Evaluate NAME(pretrained=True) from the local hubconf.py.")
     parser.add_argument("--base_directory", default="./experiments", help="Where run folders live (default: ./experiments).")
-    parser.add_argument("--dataset", default="ImageNet", help="Any registered datamodule, e.g. ImageNet or CIFAR10 (default: ImageNet).")
+    parser.add_argument(
+        "--dataset",
+        help="Any registered datamodule, e.g. ImageNet or CIFAR10 (default: ImageNet, or a hub model's own data set).",
+    )
     parser.add_argument("--base_network", help="The config collection, e.g. norm_ablations_final.")
     parser.add_argument("--experiment_name", help="The experiment (config) name in the collection.")
     source = parser.add_mutually_exclusive_group()
@@ -50,35 +55,40 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def _import_local_hubconf():
-    # hubconf.py sits at the repository root; make it importable from any working directory.
+    """The ``hubconf.py`` of the working directory, else of the repository root, imported from its path."""
     for folder in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (folder / "hubconf.py").is_file() and str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-    try:
-        return importlib.import_module("hubconf")
-    except ModuleNotFoundError:
-        raise ConfigError("no hubconf.py found; run from the repository root or drop --hubconf") from None
+        path = folder / "hubconf.py"
+        if path.is_file():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))  # hubconf may import its neighbours
+            spec = importlib.util.spec_from_file_location("hubconf", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise ConfigError("no hubconf.py found; run from the repository root or drop --hubconf")
 
 
-def _hub_model_and_config(name: str) -> tuple[torch.nn.Module, dict[str, Any], str | None]:
+def _hub_model_and_config(name: str) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+    """``NAME(pretrained=True)`` from hubconf, its config and (for registry models) its Experiment."""
     from bcos.errors import unknown_name
 
     hubconf = _import_local_hubconf()
-    entry_points = [n for n in dir(hubconf) if not n.startswith("_") and callable(getattr(hubconf, n))]
+    entry_points = getattr(hubconf, "__all__", None) or [
+        n for n in dir(hubconf) if not n.startswith("_") and callable(getattr(hubconf, n))
+    ]
     if name not in entry_points:
-        raise unknown_name("hub entry point", name, entry_points)
+        raise unknown_name("hub entry point", name, entry_points, hint="see bcos.list_models()")
     model = getattr(hubconf, name)(pretrained=True)
     config = getattr(model, "config", None)
-    dataset = None
-    if not isinstance(config, dict) or "data" not in config:
-        source = _pretrained_source(model)
-        if source is None:
-            raise ConfigError(f"hub model {name!r} carries no config to build its test data from; evaluate it by experiment instead")
-        from bcos.experiments.utils.experiment import Experiment
+    if isinstance(config, dict) and "data" in config:  # reference-style hub models carry their config
+        return model, config, None
+    source = _pretrained_source(model)
+    if source is None:
+        raise ConfigError(f"hub model {name!r} carries no config to build its test data from; evaluate it by experiment instead")
+    from bcos.experiments.utils.experiment import Experiment
 
-        dataset = source[0]
-        config = Experiment(*source).config
-    return model, config, dataset
+    experiment = Experiment(*source)
+    return model, experiment.config, experiment
 
 
 def _pretrained_source(model: torch.nn.Module) -> tuple[str, str, str] | None:
@@ -90,15 +100,15 @@ def _pretrained_source(model: torch.nn.Module) -> tuple[str, str, str] | None:
 
 
 def load_model_and_config(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Any]:
-    """The model to evaluate, its experiment config and the Experiment (None for hub models)."""
+    """The model to evaluate, its experiment config and its Experiment (None for reference-style hub models)."""
     if args.hubconf is not None:
-        if args.reload is not None or args.weights is not None:
-            raise ConfigError("--hubconf loads published weights; drop --reload/--weights")
-        model, config, dataset = _hub_model_and_config(args.hubconf)
-        if dataset is not None:
-            args.dataset = dataset
-        return model, config, None
+        if args.reload is not None or args.weights is not None or args.ema:
+            raise ConfigError("--hubconf loads the published weights; drop --reload/--weights/--ema")
+        model, config, experiment = _hub_model_and_config(args.hubconf)
+        args.dataset = args.dataset or (experiment.dataset if experiment is not None else DEFAULT_DATASET)
+        return model, config, experiment
 
+    args.dataset = args.dataset or DEFAULT_DATASET
     if not args.base_network or not args.experiment_name:
         raise ConfigError("pass --base_network and --experiment_name (or --hubconf NAME)")
     if args.reload is None and args.weights is None:
@@ -119,7 +129,7 @@ def _test_loader(args: argparse.Namespace, config: dict[str, Any], experiment):
     overrides: dict[str, Any] = {"batch_size": args.batch_size}
     if args.num_workers is not None:
         overrides["num_workers"] = args.num_workers
-    if experiment is not None:
+    if experiment is not None and experiment.dataset == args.dataset:
         datamodule = experiment.get_datamodule(**overrides)
     else:
         from bcos.data.datamodules import get_datamodule_class
