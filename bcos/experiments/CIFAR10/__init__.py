@@ -1,0 +1,1 @@
+"""Config collections for the CIFAR10 dataset."""

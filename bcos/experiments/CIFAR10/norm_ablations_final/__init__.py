@@ -1,0 +1,1 @@
+"""CIFAR-10 B-cos ResNets with every normalisation layer of the ablation (888 configs)."""

@@ -1,0 +1,1 @@
+"""Standard (non-B-cos) torchvision models on ImageNet, for reproducing baseline numbers."""

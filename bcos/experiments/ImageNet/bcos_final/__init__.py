@@ -1,0 +1,1 @@
+"""The B-cos ImageNet models of the paper (90 epochs, 4 GPUs)."""

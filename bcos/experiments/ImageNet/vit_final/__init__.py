@@ -1,0 +1,1 @@
+"""B-cos and standard (simple) vision transformers on ImageNet."""

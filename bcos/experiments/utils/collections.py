@@ -1,0 +1,94 @@
+"""Finding config collections: ``bcos/experiments/<dataset>/<base_network>/``.
+
+A collection is a package folder with an ``experiment_parameters.py`` (``CONFIGS``) and a
+``model.py`` (``get_model``). Collections are discovered from the folders, so adding a folder is
+all it takes to add one; only the collection asked for is imported.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bcos.errors import unknown_name
+
+from .structure_constants import (
+    BASE_EXPERIMENTS_DIRECTORY,
+    CONFIGS_MODULE,
+    CONFIGS_VAR_NAME,
+    MODEL_FACTORY_MODULE,
+    MODEL_FACTORY_VAR_NAME,
+    ROOT,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["list_collections", "get_configs_and_model_factory", "get_config"]
+
+_EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent
+
+
+def _is_collection(folder: Path) -> bool:
+    return (folder / f"{CONFIGS_MODULE}.py").is_file() and (
+        folder / f"{MODEL_FACTORY_MODULE}.py"
+    ).is_file()
+
+
+def list_collections(dataset: str | None = None) -> dict[str, list[str]]:
+    """Every dataset and its config collections (``base_network`` names), sorted.
+
+    Args:
+        dataset: only this dataset (an unknown one raises
+            :class:`~bcos.errors.UnknownNameError` with the closest match).
+    """
+    found: dict[str, list[str]] = {}
+    for dataset_dir in sorted(_EXPERIMENTS_DIR.iterdir()):
+        if not dataset_dir.is_dir() or dataset_dir.name.startswith(("_", ".")):
+            continue
+        names = sorted(d.name for d in dataset_dir.iterdir() if d.is_dir() and _is_collection(d))
+        if names:
+            found[dataset_dir.name] = names
+    if dataset is None:
+        return found
+    if dataset not in found:
+        raise unknown_name("dataset", dataset, found)
+    return {dataset: found[dataset]}
+
+
+def get_configs_and_model_factory(
+    dataset: str, base_network: str
+) -> tuple[dict[str, dict[str, Any]], Callable[[dict[str, Any]], nn.Module]]:
+    """The collection's ``CONFIGS`` (name -> config) and its ``get_model(model_config)``.
+
+    Unknown datasets and collections raise :class:`~bcos.errors.UnknownNameError` naming the
+    closest match. The returned ``CONFIGS`` is the collection's own dict: copy a config before
+    changing it (or use :func:`get_config`).
+    """
+    collections = list_collections(dataset)[dataset]
+    if base_network not in collections:
+        raise unknown_name(f"config collection (base_network) of {dataset}", base_network, collections)
+    package = ".".join([ROOT, BASE_EXPERIMENTS_DIRECTORY, dataset, base_network])
+    configs = getattr(import_module(f"{package}.{CONFIGS_MODULE}"), CONFIGS_VAR_NAME)
+    model_factory = getattr(import_module(f"{package}.{MODEL_FACTORY_MODULE}"), MODEL_FACTORY_VAR_NAME)
+    return configs, model_factory
+
+
+def get_config(dataset: str, base_network: str, experiment_name: str) -> dict[str, Any]:
+    """A private deep copy of one experiment's config (safe to change).
+
+    Unknown names raise :class:`~bcos.errors.UnknownNameError` naming the closest match.
+    """
+    configs, _ = get_configs_and_model_factory(dataset, base_network)
+    if experiment_name not in configs:
+        raise unknown_name(
+            f"experiment of {dataset}/{base_network}",
+            experiment_name,
+            configs,
+            hint=f"list them with: python -m {ROOT}.{BASE_EXPERIMENTS_DIRECTORY}.{dataset}."
+            f"{base_network}.{CONFIGS_MODULE} --print-all",
+        )
+    return copy.deepcopy(configs[experiment_name])
