@@ -212,3 +212,13 @@ def test_config_is_not_changed_by_training(tiny_collection, tmp_path):
     assert train(tmp_path, "tiny", "--fast_dev_run") == 0
     assert tiny_collection["tiny"]["trainer"] == before
     assert not (run_folder(tmp_path, "tiny") / "last.ckpt").exists()  # fast_dev_run saves nothing
+
+
+def test_precision_memory_format_and_logging_options(tiny_collection, tmp_path):
+    options = ("--amp", "bf16", "--channels_last", "--track_grad_norm", "--csv_logger", "--tensorboard_logger")
+    assert train(tmp_path, "tiny", *options) == 0
+    folder = run_folder(tmp_path, "tiny")
+    header = (folder / "csv_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "gradients/total_norm_step" in header and "train_loss" in header and "val_acc1" in header
+    assert list((folder / "tb_logs").rglob("events.out.tfevents.*"))  # absolute base dir: in the run folder
+    assert "precision: 'bf16-mixed'" in (folder / "config.txt").read_text()
