@@ -1,0 +1,1 @@
+"""Analyses: ``python -m interpretability.analyses.localisation`` (grid pointing game) and its SLURM launcher."""

@@ -1,0 +1,62 @@
+"""The B-cos explanation as an explainer: contributions ``x ⊙ W(x)`` ("Ours", "OursRelative").
+
+Both call :func:`bcos.explain.contributions.explain`, the one definition of W(x): one forward and
+one backward in explanation mode for the whole batch.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from bcos.errors import InputError
+from bcos.explain.contributions import explain
+from bcos.explain.methods.base import Explainer
+
+__all__ = ["Ours", "OursRelative", "MeanCorrectedLogits"]
+
+
+def _require_explanation_mode(model: nn.Module, name: str) -> None:
+    if not any(callable(getattr(m, "set_explanation_mode", None)) for m in model.modules()):
+        raise InputError(
+            f"{name} needs a B-cos model (a module with explanation mode); for other models use IxG, IntGrad or GCam"
+        )
+
+
+class Ours(Explainer):
+    """Contributions ``x ⊙ W(x)`` of the explained logit, shape [N, C, H, W].
+
+    For B-cos CNNs they sum (over pixels and channels) to the logit minus the logit bias.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        _require_explanation_mode(model, "Ours")
+
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        explanation = explain(self.model, inputs, targets, explanation_image=False)
+        return inputs * explanation.dynamic_linear_weights
+
+
+class MeanCorrectedLogits(nn.Module):
+    """``model(x) - mean over classes of model(x)``: each logit relative to the average class."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        return logits - logits.mean(dim=1, keepdim=True)
+
+
+class OursRelative(Ours):
+    """Contributions to the mean-corrected logit ``y_t - mean_k y_k`` (explanation mode).
+
+    Evidence shared by all classes cancels, so what remains is what sets class t apart.
+    """
+
+    def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        wrapper = MeanCorrectedLogits(self.model)
+        wrapper.training = self.model.training  # the wrapper itself has no state; mirror the model's mode
+        explanation = explain(wrapper, inputs, targets, explanation_image=False)
+        return inputs * explanation.dynamic_linear_weights
