@@ -364,6 +364,18 @@ def test_stochastic_depth_grows_linearly_and_is_off_in_eval():
         torch.testing.assert_close(model(x), model(x))
 
 
+def test_stochastic_depth_drops_whole_samples_and_rescales_the_rest():
+    layer = models.resnet.StochasticDepth(0.5).train()
+    torch.manual_seed(0)
+    out = layer(torch.ones(64, 3, 2, 2))
+    per_sample = out.flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}
+    assert (per_sample == per_sample[:, :1]).all()  # one decision per sample ("row" mode)
+    assert 10 < int((per_sample[:, 0] == 0).sum()) < 54
+    x = torch.rand(4, 3)
+    assert layer.eval()(x) is x
+
+
 def test_densenet_memory_efficient_gives_same_outputs_and_gradients():
     torch.manual_seed(0)
     kwargs = dict(growth_rate=4, block_config=(2, 2), num_init_features=8, num_classes=3, small_inputs=True)

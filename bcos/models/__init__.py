@@ -16,3 +16,8 @@ from bcos.models.vgg import *  # noqa: F403
 from bcos.models.vgg import __all__ as _vgg_all
 
 __all__ = ["BcosUtilMixin", *_resnet_all, *_densenet_all, *_vgg_all, *_convnext_all]
+
+# the reference exposes its published entry points as ``bcos.models.pretrained``
+from bcos.models import pretrained  # noqa: E402  (needs the architectures above)
+
+__all__ += ["pretrained"]

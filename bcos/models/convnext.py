@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from bcos.errors import ConfigError
 from bcos.models.base import BcosUtilMixin
 from bcos.models.resnet import (
+    StochasticDepth,
     check_builder_kwargs,
     linear_drop_probs,
     make_logit_layer,
@@ -68,7 +68,7 @@ class CNBlock(nn.Module):
             conv_layer(4 * dim, dim, kernel_size=1, bias=False),
         )
         self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * layer_scale)
-        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
+        self.stochastic_depth = StochasticDepth(stochastic_depth_prob)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         result = self.stochastic_depth(self.layer_scale * self.block(input))

@@ -7,8 +7,8 @@ a 1x1 convolution applied *before* global average pooling, followed by a
 :class:`~bcos.modules.LogitLayer`. State-dict keys and shapes equal those of B-cos-v2, so its
 released weights load unchanged.
 
-The small helpers at the top (default logit bias, keyword checking, the ``pretrained`` refusal)
-are shared by every CNN file of this package.
+The small helpers at the top (default logit bias, keyword checking, the ``pretrained`` refusal,
+stochastic depth) are shared by every CNN file of this package.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from bcos.errors import ConfigError, closest_match
 from bcos.models.base import BcosUtilMixin
@@ -130,6 +129,34 @@ def linear_drop_probs(max_prob: float, num_blocks: int) -> list[float]:
     return [max_prob * i / (num_blocks - 1) for i in range(num_blocks)]
 
 
+class StochasticDepth(nn.Module):
+    """Drop a residual branch for a random subset of the samples while training ("row" mode of
+    torchvision's ``StochasticDepth``, which it replaces to keep ``import bcos.models`` light).
+
+    Each sample's branch is zeroed with probability ``p`` and the kept ones are scaled by
+    ``1 / (1 - p)``; in eval mode (or with ``p == 0``) it is the identity. No parameters.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"stochastic depth probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+        keep.bernoulli_(survival)
+        if survival > 0.0:
+            keep.div_(survival)
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 # --------------------------------------------------------------------------------------------
 # Blocks
 # --------------------------------------------------------------------------------------------
@@ -202,7 +229,7 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.stride = stride
         self.stochastic_depth = (
-            StochasticDepth(stochastic_depth_prob, "row") if stochastic_depth_prob else None
+            StochasticDepth(stochastic_depth_prob) if stochastic_depth_prob else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -248,7 +275,7 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.stride = stride
         self.stochastic_depth = (
-            StochasticDepth(stochastic_depth_prob, "row") if stochastic_depth_prob else None
+            StochasticDepth(stochastic_depth_prob) if stochastic_depth_prob else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
