@@ -154,6 +154,17 @@ def test_cifar_densenet_depths_give_three_blocks_of_equal_depth():
         assert model.num_classes == 10
 
 
+def test_cifar_resnext_widths():
+    with torch.device("meta"):
+        small, large = models.cifar10_resnext47_16x8d(), models.cifar10_resnext29_8x64d()
+    # bottleneck width = planes * width_per_group / 64 * groups; stage widths start at inplanes
+    assert small.layer1[0].conv2.linear.weight.shape == (32, 2, 3, 3)
+    assert len(small.layer1) == 5 and small.layer4 is None
+    assert small.fc.linear.weight.shape == (10, 64 * 4, 1, 1)
+    assert large.layer1[0].conv2.linear.weight.shape == (512, 64, 3, 3)
+    assert large.fc.linear.weight.shape == (10, 256 * 4, 1, 1)
+
+
 def test_vgg_plain_and_bnu_share_indices():
     """The plain VGG keeps an Identity in every norm slot, so its keys are the _bnu keys minus the norms."""
     with torch.device("meta"):

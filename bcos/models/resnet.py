@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -387,7 +387,7 @@ class BcosResNet(BcosUtilMixin, nn.Module):
         block: type[BasicBlock] | type[Bottleneck],
         planes: int,
         blocks: int,
-        drop_probs: Any,
+        drop_probs: Iterator[float],
         stride: int = 1,
         dilate: bool = False,
     ) -> nn.Sequential:
