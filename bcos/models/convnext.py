@@ -20,7 +20,7 @@ from torch import nn
 
 from bcos.errors import ConfigError
 from bcos.models.base import BcosUtilMixin
-from bcos.models.resnet import (
+from bcos.models._utils import (
     StochasticDepth,
     check_builder_kwargs,
     linear_drop_probs,

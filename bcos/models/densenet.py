@@ -21,7 +21,7 @@ from torch import nn
 
 from bcos.errors import ConfigError
 from bcos.models.base import BcosUtilMixin
-from bcos.models.resnet import check_builder_kwargs, make_logit_layer, refuse_pretrained
+from bcos.models._utils import check_builder_kwargs, make_logit_layer, refuse_pretrained
 from bcos.modules import BcosConv2d, norms
 
 __all__ = [
