@@ -1,0 +1,345 @@
+"""The ``bcos`` command: one entry point for training, evaluation, explanations and the zoo.
+
+``bcos <command> --help`` shows every option and examples. The commands call the same code as
+the spec's scripts and take the same options: ``bcos train`` = ``train.py`` (plus fine-tuning),
+``bcos evaluate`` = ``evaluate.py``, ``bcos localise`` = ``python -m
+interpretability.analyses.localisation``. Errors you can fix end as one ``error: ...`` line with
+exit status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bcos.cli.errors import run_cli
+
+__all__ = ["build_parser", "main", "EXAMPLES"]
+
+EXAMPLES = """examples:
+  bcos models                                           the model zoo: accuracy, parameters, local weights
+  bcos explain cat.jpg --model resnet50                 explain your image; open explanations/report.html
+  bcos configs list                                     the experiment config collections
+  bcos train --dataset CIFAR10 --base_network norm_ablations_final --experiment_name resnet_20_bnu-linear-nomaxout
+  bcos train --finetune resnet18 --data-dir my_images/ --epochs 5
+  bcos evaluate --dataset CIFAR10 --base_network norm_ablations_final --experiment_name resnet_20_bnu-linear-nomaxout --reload best
+  bcos localise --save_path experiments/CIFAR10/norm_ablations_final/resnet_20_bnu-linear-nomaxout --analysis_config 500_3x3
+
+'bcos COMMAND --help' shows the options of a command.
+"""
+
+TRAIN_EXAMPLES = """examples:
+  train an experiment config (as train.py):
+    bcos train --dataset CIFAR10 --base_network norm_ablations_final \\
+        --experiment_name resnet_20_bnu-linear-nomaxout --csv_logger
+  fine-tune a published model on your images (my_images/<class>/*.jpg, or my_images/{train,val}/<class>/*.jpg):
+    bcos train --finetune resnet18 --data-dir my_images/ --epochs 5
+    bcos train --finetune resnet50 --data-dir my_images/ --freeze-backbone --batch-size 16
+  then explain with the fine-tuned model:
+    bcos explain my_images/ --run experiments/ImageFolder/finetune/resnet18-my_images
+
+Runs resume from last.ckpt; --force-no-resume starts over.
+"""
+
+EVALUATE_EXAMPLES = """examples:
+  bcos evaluate --dataset CIFAR10 --base_network norm_ablations_final \\
+      --experiment_name resnet_20_bnu-linear-nomaxout --reload best
+  bcos evaluate --hubconf resnet18 --batch_size 64        published weights on ImageNet val (IMAGENET_PATH)
+  bcos evaluate --dataset ImageFolder --base_network finetune --experiment_name resnet18-my_images --reload best
+"""
+
+LOCALISE_EXAMPLES = """examples:
+  bcos localise --save_path experiments/CIFAR10/norm_ablations_final/resnet_20_bnu-linear-nomaxout \\
+      --reload last --analysis_config 500_3x3 --explainer_name Ours --smooth 1 --batch_size 64
+  bcos localise --model resnet18 --analysis_config 250_2x2 --explainer_name Ours --smooth 15
+
+See docs/localisation.md for the analysis and its outputs.
+"""
+
+# the fine-tuning options of `bcos train` (dest -> shown name), checked against --finetune
+_FINETUNE_OPTIONS = {
+    "data_dir": "--data-dir",
+    "freeze_backbone": "--freeze-backbone",
+    "epochs": "--epochs",
+    "ft_batch_size": "--batch-size",
+    "lr": "--lr",
+    "weight_decay": "--weight-decay",
+    "image_size": "--image-size",
+    "num_workers": "--num-workers",
+    "seed": "--seed",
+    "weights": "--weights",
+    "no_pretrained": "--no-pretrained",
+    "name": "--name",
+    "val_fraction": "--val-fraction",
+}
+_EXPERIMENT_OPTIONS = ("dataset", "base_network", "experiment_name")
+
+
+def _raw(**kwargs) -> dict:
+    return dict(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli.train import get_parser as train_parser
+
+    base = train_parser(add_help=False)
+    for action in base._actions:  # fine-tuning names the experiment itself
+        if action.dest in _EXPERIMENT_OPTIONS:
+            action.required = False
+    parser = commands.add_parser(
+        "train",
+        parents=[base],
+        help="Train an experiment config, or fine-tune a published model on your images.",
+        description="Train a model from a config collection (the options of train.py), or fine-tune a "
+        "published B-cos model on an ImageFolder data set with --finetune MODEL --data-dir FOLDER.",
+        epilog=TRAIN_EXAMPLES,
+        **_raw(),
+    )
+    ft = parser.add_argument_group("fine-tuning (replaces --dataset/--base_network/--experiment_name)")
+    ft.add_argument("--finetune", metavar="MODEL", help="A registered model to start from, e.g. resnet18 (see 'bcos models').")
+    ft.add_argument("--data-dir", dest="data_dir", type=Path, metavar="FOLDER", help="FOLDER/<class>/<images> (split 80/20 automatically) or FOLDER/{train,val}/<class>/<images>.")
+    ft.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", help="Train only the new classifier.")
+    ft.add_argument("--epochs", type=int, metavar="N", help="Training epochs (default: 10).")
+    ft.add_argument("--batch-size", dest="ft_batch_size", type=int, metavar="N", help="Batch size per device (default: 32).")
+    ft.add_argument("--lr", type=float, help="Learning rate (default: 1e-3 with --freeze-backbone, else 1e-4).")
+    ft.add_argument("--weight-decay", dest="weight_decay", type=float, metavar="WD", help="Weight decay (default: 0; > 0 uses AdamW).")
+    ft.add_argument("--image-size", dest="image_size", type=int, metavar="PIXELS", help="Crop size for training and evaluation (default: the model's, 224).")
+    ft.add_argument("--num-workers", dest="num_workers", type=int, metavar="N", help="Data loader workers (default: min(4, CPUs)).")
+    ft.add_argument("--seed", type=int, help="Seed of the run and of the train/val split (default: 42).")
+    ft.add_argument("--weights", type=Path, metavar="PATH", help="Start from this local state dict instead of the published weights.")
+    ft.add_argument("--no-pretrained", dest="no_pretrained", action="store_true", help="Start from random weights (not recommended).")
+    ft.add_argument("--name", help="Run name (default: <model>-<data folder>[-frozen]).")
+    ft.add_argument("--val-fraction", dest="val_fraction", type=float, metavar="F", help="Validation share when FOLDER is not split (default: 0.2).")
+    parser.set_defaults(handler=_run_train, command_parser=parser)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from bcos.cli.train import validate_args
+
+    parser: argparse.ArgumentParser = args.command_parser
+    if args.finetune is None:
+        given = [flag for dest, flag in _FINETUNE_OPTIONS.items() if getattr(args, dest) not in (None, False)]
+        if given:
+            parser.error(f"{', '.join(given)} only apply with --finetune MODEL")
+        missing = [f"--{d}" for d in _EXPERIMENT_OPTIONS if not getattr(args, d)]
+        if missing:
+            parser.error(
+                f"the following arguments are required: {', '.join(missing)} "
+                "(or fine-tune with --finetune MODEL --data-dir FOLDER)"
+            )
+        validate_args(args)
+        from bcos.training.run import run_training
+
+        run_training(args)
+        return 0
+    return _run_finetune(args, parser)
+
+
+def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bcos.cli.train import validate_args
+    from bcos.training.finetune import COLLECTION, DATASET, finetune, make_spec, make_config
+    from bcos.training.run import TrainOptions
+
+    given = [f"--{d}" for d in _EXPERIMENT_OPTIONS if getattr(args, d)]
+    if given:
+        parser.error(f"--finetune names the experiment itself; drop {', '.join(given)}")
+    if args.data_dir is None:
+        parser.error("--finetune needs --data-dir FOLDER (FOLDER/<class>/<images>)")
+    if args.weights is not None and args.no_pretrained:
+        parser.error("--weights and --no-pretrained exclude each other")
+    chosen = {
+        "name": args.name,
+        "freeze_backbone": args.freeze_backbone,
+        "epochs": args.epochs,
+        "batch_size": args.ft_batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "image_size": args.image_size,
+        "num_workers": args.num_workers,
+        "seed": args.seed,
+        "weights": args.weights,
+        "val_fraction": args.val_fraction,
+    }
+    spec = make_spec(
+        args.finetune,
+        args.data_dir,
+        pretrained=not args.no_pretrained,
+        base_directory=args.base_directory,
+        **{k: v for k, v in chosen.items() if v is not None},
+    )
+    make_config(spec)  # checks the recipe before anything else
+    args.dataset, args.base_network, args.experiment_name = DATASET, COLLECTION, spec.name
+    from bcos.experiments.ImageFolder.finetune.experiment_parameters import add_config
+
+    add_config(spec, init_weights=True)
+    validate_args(args)
+    names = {f.name for f in dataclasses.fields(TrainOptions)} - {*_EXPERIMENT_OPTIONS, "base_directory"}
+    options = {k: v for k, v in vars(args).items() if k in names}
+    print(
+        f"Fine-tuning {spec.model} on {spec.num_classes} classes ({', '.join(spec.categories[:8])}"
+        f"{', ...' if spec.num_classes > 8 else ''}) from {spec.data_dir}"
+        f"{' with a frozen backbone' if spec.freeze_backbone else ''}"
+    )
+    finetune(spec, base_directory=args.base_directory, **options)
+    run_folder = Path(args.base_directory) / DATASET / COLLECTION / spec.name
+    print(f"\nRun folder: {run_folder}")
+    print(f"Explain images with it:  bcos explain IMAGES... --run {run_folder}")
+    print(f"Evaluate it:             bcos evaluate --dataset {DATASET} --base_network {COLLECTION} "
+          f"--experiment_name {spec.name} --reload best --base_directory {args.base_directory}")
+    return 0
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli.evaluate import get_parser as evaluate_parser
+
+    parser = commands.add_parser(
+        "evaluate",
+        parents=[evaluate_parser(add_help=False)],
+        help="Top-1/top-5 accuracy of a trained, fine-tuned or published model.",
+        description="Evaluate a model on its data set's test split (the options of evaluate.py).",
+        epilog=EVALUATE_EXAMPLES,
+        **_raw(),
+    )
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from bcos.cli.evaluate import run_evaluation
+
+    if args.dataset == "ImageFolder" and args.base_network == "finetune":
+        from bcos.experiments.ImageFolder.finetune.experiment_parameters import register_runs
+
+        register_runs(args.base_directory)
+    run_evaluation(args)
+    return 0
+
+
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli.explain import EXAMPLES as EXPLAIN_EXAMPLES
+    from bcos.cli.explain import get_parser as explain_parser
+
+    parser = commands.add_parser(
+        "explain",
+        parents=[explain_parser(add_help=False)],
+        help="Explain your images: PNGs and an HTML report.",
+        description="Predict and explain images with a B-cos model: one PNG per image (input | explanation | "
+        "contribution map) and a self-contained HTML report.",
+        epilog=EXPLAIN_EXAMPLES,
+        **_raw(),
+    )
+    parser.set_defaults(handler=_run_explain)
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from bcos.cli.explain import run_explain
+
+    run_explain(args)
+    return 0
+
+
+def _add_localise(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli.localisation import get_parser as localisation_parser
+
+    parser = commands.add_parser(
+        "localise",
+        aliases=["localize"],
+        parents=[localisation_parser(add_help=False)],
+        help="Localisation analysis (grid pointing game) of a model's explanations.",
+        description="The grid pointing game (the options of python -m interpretability.analyses.localisation).",
+        epilog=LOCALISE_EXAMPLES,
+        **_raw(),
+    )
+    parser.set_defaults(handler=_run_localise)
+
+
+def _run_localise(args: argparse.Namespace) -> int:
+    from bcos.cli.localisation import run_analysis
+
+    save_path = getattr(args, "save_path", None)
+    if save_path and (Path(save_path) / "finetune.json").is_file():
+        from bcos.training.finetune import register_run
+
+        register_run(save_path)
+    run_analysis(args)
+    return 0
+
+
+def _add_configs(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli import configs
+
+    parser = commands.add_parser(
+        "configs",
+        help="List, show and find experiment configs.",
+        description="Inspect the experiment configs (bcos/experiments/<dataset>/<collection>).",
+        epilog=configs.EXAMPLES,
+        **_raw(),
+    )
+    configs.add_arguments(parser)
+    parser.set_defaults(handler=configs.run)
+
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli import models
+
+    parser = commands.add_parser(
+        "models",
+        help="The model zoo: accuracy, parameters, weights.",
+        description="List the registered models (the B-cos-v2 zoo) or show one.",
+        epilog=models.EXAMPLES,
+        **_raw(),
+    )
+    models.add_arguments(parser)
+    parser.set_defaults(handler=models.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bcos`` argument parser with all its sub-commands."""
+    import bcos
+
+    parser = argparse.ArgumentParser(
+        prog="bcos",
+        description="B-cos networks: train, evaluate and explain models that are interpretable by design.",
+        epilog=EXAMPLES,
+        **_raw(),
+    )
+    parser.add_argument("--version", action="version", version=f"bcos {bcos.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_train, _add_evaluate, _add_explain, _add_localise, _add_configs, _add_models):
+        add(commands)
+    return parser
+
+
+_SUB_ACTIONS = {"models": ("list", "show"), "configs": ("list", "show", "find")}
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """``bcos models 'resnet*'`` means ``bcos models list 'resnet*'`` (likewise for configs)."""
+    argv = list(argv)
+    if argv and argv[0] in _SUB_ACTIONS:
+        rest = [a for a in argv[1:] if a != "--debug"]
+        if rest and rest[0] not in _SUB_ACTIONS[argv[0]] and rest[0] not in ("-h", "--help"):
+            return [argv[0], "list", *argv[1:]]
+    return argv
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    argv = _normalise(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bcos`` console script; returns the exit status."""
+    try:
+        return run_cli(_main, argv)
+    except BrokenPipeError:  # output piped into a command that stopped reading (`bcos models | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Config collections for custom ImageFolder data (the ``ImageFolder`` datamodule)."""

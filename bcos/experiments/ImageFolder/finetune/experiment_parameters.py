@@ -1,0 +1,218 @@
+"""Fine-tuning a published B-cos model on your own ImageFolder data.
+
+This collection has no fixed configs: each fine-tuning run is described by a
+:class:`FinetuneSpec` (which model, which data folder, frozen backbone or not, epochs, ...) that
+``bcos train --finetune MODEL --data-dir FOLDER`` (or :func:`bcos.training.finetune.finetune`)
+writes as ``finetune.json`` into the run folder ``experiments/ImageFolder/finetune/<name>/``.
+:func:`make_config` turns a spec into an ordinary config, and :func:`add_config` puts it into
+``CONFIGS`` under the spec's name. Importing this module registers the specs of the runs under
+``./experiments`` (the default base directory), so ``Experiment``, ``evaluate.py`` and the
+localisation analysis find fine-tuned runs like any other;
+:func:`bcos.training.finetune.register_run` registers a run folder elsewhere.
+
+The recipe: the registry model with a fresh classifier for the data's classes (the logit bias
+``-log(K - 1)`` of the B-cos recipes), the pretrained weights everywhere else, Adam with a cosine
+schedule and one linear warm-up epoch, binary cross-entropy for B-cos models (as in their
+pretraining) and cross-entropy for the standard ViTs, random-resized-crop and flip augmentation,
+and the source model's evaluation transform scaled to ``image_size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from bcos.data.presets import ImageNetClassificationPresetEval, ImageNetClassificationPresetTrain
+from bcos.errors import ConfigError
+from bcos.experiments.utils.structure_constants import BASE_EXPERIMENTS_DIRECTORY
+from bcos.modules.losses import BinaryCrossEntropyLoss
+from bcos.optim import LRSchedulerFactory, OptimizerFactory
+
+__all__ = [
+    "CONFIGS",
+    "DATASET",
+    "COLLECTION",
+    "SPEC_FILENAME",
+    "FinetuneSpec",
+    "make_config",
+    "add_config",
+    "register_runs",
+]
+
+DATASET = "ImageFolder"
+COLLECTION = "finetune"
+#: the spec file in every fine-tuning run folder
+SPEC_FILENAME = "finetune.json"
+
+#: experiment name -> config; filled from specs (see the module docstring)
+CONFIGS: dict[str, dict[str, Any]] = {}
+
+
+@dataclasses.dataclass
+class FinetuneSpec:
+    """Everything that defines one fine-tuning run (stored as JSON in its run folder).
+
+    Attributes:
+        name: the experiment name (the run folder's name).
+        model: the registry model to start from (``bcos.list_models()``).
+        data_dir: folder holding ``train/<class>/*`` and ``val/<class>/*``.
+        num_classes, categories: the classes of the data, in label order (folder names, sorted).
+        freeze_backbone: train only the classifier.
+        epochs, batch_size, lr, weight_decay, num_workers, seed: the training recipe.
+        image_size: the training and evaluation crop size.
+        pretrained: start from the published weights (else from ``weights``, or from scratch).
+        weights: a local state dict to start from instead of the published weights.
+        source_dir: the folder the images came from, when ``data_dir`` is a split made from it.
+    """
+
+    name: str
+    model: str
+    data_dir: str
+    num_classes: int
+    categories: list[str]
+    freeze_backbone: bool = False
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    image_size: int = 224
+    num_workers: int = 4
+    seed: int = 42
+    pretrained: bool = True
+    weights: str | None = None
+    source_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"fine-tuning run name {self.name!r} must be a plain folder name")
+        if self.num_classes < 1 or len(self.categories) != self.num_classes:
+            raise ConfigError(
+                f"fine-tuning needs num_classes >= 1 and one category per class, got {self.num_classes} "
+                f"classes and {len(self.categories)} categories"
+            )
+        for key in ("epochs", "batch_size", "image_size"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"fine-tuning {key} must be at least 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"fine-tuning needs lr > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-able data."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneSpec:
+        """A spec from :meth:`to_dict`'s output (unknown keys raise)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown fine-tuning spec keys {unknown}; expected some of {sorted(names)}")
+        return cls(**dict(data))
+
+    def write(self, run_folder: str | os.PathLike) -> Path:
+        """Write ``finetune.json`` into ``run_folder`` (created if needed); returns its path."""
+        path = Path(run_folder) / SPEC_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def read(cls, run_folder: str | os.PathLike) -> FinetuneSpec:
+        """The spec stored in ``run_folder``."""
+        path = Path(run_folder) / SPEC_FILENAME
+        if not path.is_file():
+            raise ConfigError(f"{str(run_folder)!r} is not a fine-tuning run folder (no {SPEC_FILENAME})")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise ConfigError(f"{path} is not a valid fine-tuning spec ({error}); delete the run folder and fine-tune again") from error
+
+
+def make_config(spec: FinetuneSpec, init_weights: bool = False) -> dict[str, Any]:
+    """The training config of ``spec``.
+
+    ``init_weights`` makes the model start from the pretrained (or ``spec.weights``) weights; leave
+    it off to load a finished run (its checkpoint holds every weight).
+    """
+    from bcos.models.registry import get_pretrained_config
+
+    source = get_pretrained_config(spec.model)
+    transform = source.transform
+    resize = round(spec.image_size * transform.resize_size / transform.crop_size)
+    is_bcos = source.is_bcos
+    warmup = dict(warmup_method="linear", warmup_epochs=1, warmup_decay=0.01) if spec.epochs > 1 else {}
+    init = {"pretrained": spec.pretrained, "weights": spec.weights} if init_weights else None
+    criterion = BinaryCrossEntropyLoss() if is_bcos else nn.CrossEntropyLoss()
+    return dict(
+        data=dict(
+            train_transform=ImageNetClassificationPresetTrain(crop_size=spec.image_size, is_bcos=is_bcos),
+            test_transform=ImageNetClassificationPresetEval(
+                crop_size=spec.image_size, resize_size=resize, is_bcos=is_bcos
+            ),
+            batch_size=spec.batch_size,
+            num_workers=spec.num_workers,
+            num_classes=spec.num_classes,
+            root=spec.data_dir,
+        ),
+        model=dict(
+            is_bcos=is_bcos,
+            name=spec.model,
+            args=dict(num_classes=spec.num_classes),
+            freeze_backbone=spec.freeze_backbone,
+            init=init,
+        ),
+        criterion=criterion,
+        test_criterion=criterion,
+        # Adam as in the B-cos recipes; AdamW (decoupled decay) when a weight decay is asked for
+        optimizer=OptimizerFactory(name="Adam", lr=spec.lr)
+        if spec.weight_decay == 0
+        else OptimizerFactory(name="AdamW", lr=spec.lr, weight_decay=spec.weight_decay),
+        lr_scheduler=LRSchedulerFactory(name="cosineannealinglr", epochs=spec.epochs, **warmup),
+        trainer=dict(max_epochs=spec.epochs),
+        seed=spec.seed,
+    )
+
+
+def add_config(spec: FinetuneSpec, init_weights: bool = False) -> str:
+    """Put the config of ``spec`` into ``CONFIGS`` (replacing one of the same name); returns the name."""
+    CONFIGS[spec.name] = make_config(spec, init_weights=init_weights)
+    return spec.name
+
+
+def register_runs(base_directory: str | os.PathLike = BASE_EXPERIMENTS_DIRECTORY) -> list[str]:
+    """Add the configs of every fine-tuning run under ``base_directory``; returns their names.
+
+    A run whose spec cannot be read is skipped with a warning.
+    """
+    names = []
+    folder = Path(base_directory) / DATASET / COLLECTION
+    if not folder.is_dir():
+        return names
+    for spec_file in sorted(folder.glob(f"*/{SPEC_FILENAME}")):
+        try:
+            spec = FinetuneSpec.read(spec_file.parent)
+            if spec.name != spec_file.parent.name:
+                raise ConfigError(f"its name {spec.name!r} differs from the folder's")
+            names.append(add_config(spec))
+        except Exception as error:  # noqa: BLE001 - one broken run must not hide the others
+            warnings.warn(f"skipping the fine-tuning run {spec_file.parent}: {error}", stacklevel=2)
+    return names
+
+
+register_runs()
+
+if __name__ == "__main__":
+    from bcos.experiments.utils import configs_cli
+
+    configs_cli(CONFIGS, dataset=DATASET, base_network=COLLECTION)

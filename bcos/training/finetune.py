@@ -1,0 +1,285 @@
+"""Fine-tuning a published B-cos model on your own images (transfer learning).
+
+Put your images in class folders, either already split::
+
+    my_data/train/<class>/*.jpg        my_data/val/<class>/*.jpg
+
+or not (``my_data/<class>/*.jpg``: a fixed, seeded split of ``val_fraction`` per class is made
+in the run folder, as symbolic links where the file system allows, else copies). Then::
+
+    bcos train --finetune resnet18 --data-dir my_data --epochs 5 [--freeze-backbone]
+
+or, from Python::
+
+    from bcos.training.finetune import make_spec, finetune
+    spec = make_spec("resnet18", "my_data", epochs=5, freeze_backbone=True)
+    finetune(spec)                                   # same options as train.py, e.g. csv_logger=True
+
+The run goes to ``experiments/ImageFolder/finetune/<name>/`` (name: ``<model>-<data folder>``,
+with ``-frozen`` for a frozen backbone) with the usual checkpoints and metrics, plus
+``finetune.json`` (the :class:`FinetuneSpec`). The model is the registry model with a new classifier
+for your classes; everything else starts from the published weights (or ``weights=PATH``).
+``freeze_backbone=True`` trains only the classifier and keeps the backbone's normalisation
+statistics fixed. Use the result with ``bcos explain IMAGES --run <run folder>``,
+``bcos evaluate --dataset ImageFolder --base_network finetune --experiment_name <name> --reload best``
+or :func:`load_finetuned`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from bcos.errors import ConfigError, DataNotFoundError
+from bcos.experiments.ImageFolder.finetune.experiment_parameters import (
+    COLLECTION,
+    DATASET,
+    SPEC_FILENAME,
+    FinetuneSpec,
+    add_config,
+    make_config,
+)
+from bcos.experiments.ImageFolder.finetune.model import freeze_backbone
+from bcos.experiments.utils.run_folder import BASE_EXPERIMENTS_DIRECTORY, RunFolder
+
+__all__ = [
+    "DATASET",
+    "COLLECTION",
+    "SPEC_FILENAME",
+    "SPLIT_DIRNAME",
+    "FinetuneSpec",
+    "make_spec",
+    "make_config",
+    "finetune",
+    "register_run",
+    "load_finetuned",
+    "freeze_backbone",
+    "split_image_folder",
+    "default_run_name",
+]
+
+#: where an unsplit data folder is split (inside the run folder)
+SPLIT_DIRNAME = "data_split"
+DEFAULT_LR = 1e-4
+DEFAULT_FROZEN_LR = 1e-3
+
+
+def default_run_name(model: str, data_dir: str | os.PathLike, freeze_backbone: bool = False) -> str:
+    """``<model>-<data folder name>`` (``-frozen`` appended for a frozen backbone), folder-safe."""
+    folder = re.sub(r"[^A-Za-z0-9_.=-]+", "_", Path(data_dir).resolve().name).strip("._") or "data"
+    return f"{model}-{folder}" + ("-frozen" if freeze_backbone else "")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def split_image_folder(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Path:
+    """Split ``source/<class>/<images>`` into ``destination/{train,val}/<class>/``.
+
+    Each class gives ``round(val_fraction * n)`` of its images (at least one) to ``val``; the
+    choice is seeded. Files are symbolic links to the originals (copies where links are not
+    possible). ``destination`` is replaced if it exists. Returns ``destination``.
+    """
+    source, destination = Path(source).resolve(), Path(destination)
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    classes = [c for c in _class_folders(source) if _images_in(c)]
+    if not classes:
+        raise DataNotFoundError(
+            f"{str(source)!r} holds no class folders with images; expected {source}/<class name>/<images> "
+            f"(image types: {', '.join(IMG_EXTENSIONS)})"
+        )
+    if destination.exists():
+        shutil.rmtree(destination)
+    rng = np.random.default_rng(seed)
+    for class_folder in classes:
+        images = _images_in(class_folder)
+        if len(images) < 2:
+            raise DataNotFoundError(
+                f"class folder {str(class_folder)!r} has {len(images)} image; every class needs at least 2 "
+                "(one for training, one for validation)"
+            )
+        n_val = min(len(images) - 1, max(1, round(val_fraction * len(images))))
+        val_indices = set(rng.permutation(len(images))[:n_val].tolist())
+        for index, image in enumerate(images):
+            split = "val" if index in val_indices else "train"
+            target = destination / split / class_folder.name / "__".join(image.relative_to(class_folder).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.symlink_to(image)
+            except OSError:  # e.g. file systems without links
+                shutil.copy2(image, target)
+    return destination
+
+
+def _split_classes(data_dir: Path) -> list[str]:
+    """The class names of an already split folder (train and val must agree)."""
+    train, val = data_dir / "train", data_dir / "val"
+    train_classes = [c.name for c in _class_folders(train) if _images_in(c)]
+    val_classes = [c.name for c in _class_folders(val) if _images_in(c)]
+    if not train_classes:
+        raise DataNotFoundError(f"{str(train)!r} holds no class folders with images; expected train/<class name>/<images>")
+    if train_classes != val_classes:
+        missing = sorted(set(train_classes) ^ set(val_classes))
+        raise DataNotFoundError(
+            f"the class folders of {train} and {val} differ ({', '.join(missing[:5])}); "
+            "give both the same class folders, each with at least one image"
+        )
+    return train_classes
+
+
+def make_spec(
+    model: str,
+    data_dir: str | os.PathLike,
+    *,
+    name: str | None = None,
+    freeze_backbone: bool = False,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    image_size: int | None = None,
+    num_workers: int | None = None,
+    seed: int = 42,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    val_fraction: float = 0.2,
+    base_directory: str | os.PathLike = BASE_EXPERIMENTS_DIRECTORY,
+) -> FinetuneSpec:
+    """Check the model name and the data folder and describe the fine-tuning run.
+
+    An unsplit ``data_dir`` (class folders directly inside) is split now into
+    ``<run folder>/data_split`` (see :func:`split_image_folder`). ``lr`` defaults to 1e-3 with a
+    frozen backbone and 1e-4 otherwise; ``image_size`` to the model's evaluation crop size;
+    ``num_workers`` to min(4, CPUs). See :class:`FinetuneSpec` for the other fields.
+    """
+    from bcos.models.registry import get_pretrained_config
+
+    source = get_pretrained_config(model)  # unknown names suggest the closest one
+    if weights is not None and not Path(weights).is_file():
+        raise DataNotFoundError(f"weights file {str(weights)!r} does not exist; pass the path of a saved state dict")
+    data_path = Path(data_dir).expanduser()
+    if not data_path.is_dir():
+        raise DataNotFoundError(f"data folder {str(data_path)!r} does not exist; pass --data-dir FOLDER with class folders")
+    data_path = data_path.resolve()
+    name = name or default_run_name(model, data_path, freeze_backbone)
+    run_folder = RunFolder.of(DATASET, COLLECTION, name, base_directory).path
+
+    has_train, has_val = (data_path / "train").is_dir(), (data_path / "val").is_dir()
+    source_dir = None
+    if has_train and has_val:
+        categories = _split_classes(data_path)
+    elif has_train or has_val:
+        present, absent = ("train", "val") if has_train else ("val", "train")
+        raise DataNotFoundError(
+            f"{str(data_path)!r} has a {present}/ folder but no {absent}/ folder; add {absent}/<class>/<images> "
+            "or pass a folder of class folders to have it split automatically"
+        )
+    else:
+        source_dir = str(data_path)
+        data_path = split_image_folder(data_path, run_folder / SPLIT_DIRNAME, val_fraction, seed).resolve()
+        categories = _split_classes(data_path)
+
+    return FinetuneSpec(
+        name=name,
+        model=model,
+        data_dir=str(data_path),
+        num_classes=len(categories),
+        categories=categories,
+        freeze_backbone=freeze_backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr if lr is not None else (DEFAULT_FROZEN_LR if freeze_backbone else DEFAULT_LR),
+        weight_decay=weight_decay,
+        image_size=image_size or _crop_size(source.transform.crop_size),
+        num_workers=num_workers if num_workers is not None else min(4, os.cpu_count() or 1),
+        seed=seed,
+        pretrained=pretrained,
+        weights=str(Path(weights).resolve()) if weights is not None else None,
+        source_dir=source_dir,
+    )
+
+
+def _crop_size(size: int | Iterable[int]) -> int:
+    return size if isinstance(size, int) else int(min(size))
+
+
+# what may differ between a run and its resumption (the rest changes the model or the data)
+_RESUMABLE_CHANGES = {"epochs", "batch_size", "num_workers", "lr", "weight_decay"}
+
+
+def finetune(spec: FinetuneSpec, base_directory: str | os.PathLike = BASE_EXPERIMENTS_DIRECTORY, **train_options: Any):
+    """Fine-tune as ``spec`` says; returns the Lightning trainer after training.
+
+    ``train_options`` are those of ``train.py`` (:class:`bcos.training.run.TrainOptions`:
+    ``resume``, ``amp``, ``csv_logger``, ``fast_dev_run``, ...). A run folder that already holds
+    another fine-tuning (other model, data or classes) is only reused with ``resume=False``.
+    """
+    from bcos.training.run import TrainOptions, run_training
+
+    run_folder = RunFolder.of(DATASET, COLLECTION, spec.name, base_directory)
+    spec_path = run_folder.path / SPEC_FILENAME
+    if spec_path.is_file() and train_options.get("resume", True):
+        previous = FinetuneSpec.read(run_folder.path).to_dict()
+        changed = sorted(k for k, v in spec.to_dict().items() if previous.get(k) != v and k not in _RESUMABLE_CHANGES)
+        if changed:
+            raise ConfigError(
+                f"{run_folder.path} holds a fine-tuning run with other {', '.join(changed)}; "
+                "pick another --name, or pass --force-no-resume to start it over"
+            )
+    add_config(spec, init_weights=True)
+    spec.write(run_folder.path)
+    for key in ("dataset", "base_network", "experiment_name"):
+        if key in train_options:
+            raise ConfigError(f"finetune() sets {key} itself; drop it from the training options")
+    options = TrainOptions(
+        dataset=DATASET,
+        base_network=COLLECTION,
+        experiment_name=spec.name,
+        base_directory=str(base_directory),
+        **train_options,
+    )
+    return run_training(options)
+
+
+def register_run(run_folder: str | os.PathLike) -> FinetuneSpec:
+    """Make the fine-tuning run in ``run_folder`` known to the config system; returns its spec.
+
+    Needed only for run folders outside ``./experiments`` (those are registered on import).
+    """
+    spec = FinetuneSpec.read(run_folder)
+    add_config(spec)
+    return spec
+
+
+def load_finetuned(run_folder: str | os.PathLike, reload: str = "best", ema: bool = False) -> nn.Module:
+    """The fine-tuned model of ``run_folder`` in eval mode, with ``transform`` and ``categories``.
+
+    ``reload`` is as in :meth:`bcos.experiments.utils.Experiment.load_trained_model`.
+    """
+    from bcos.experiments.utils import Experiment
+
+    spec = register_run(run_folder)
+    experiment = Experiment(Path(run_folder))
+    model = experiment.load_trained_model(reload=reload, ema=ema)
+    model.transform = experiment.config["data"]["test_transform"]
+    model.categories = list(spec.categories)
+    return model.eval()
