@@ -27,6 +27,7 @@ or :func:`load_finetuned`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -183,6 +184,25 @@ def make_spec(
     name = name or default_run_name(model, data_path, freeze_backbone)
     run_folder = RunFolder.of(DATASET, COLLECTION, name, base_directory).path
 
+    # the recipe's numbers are checked (by FinetuneSpec) before anything is split or written
+    spec = FinetuneSpec(
+        name=name,
+        model=model,
+        data_dir=str(data_path),
+        num_classes=1,
+        categories=["unknown yet"],
+        freeze_backbone=freeze_backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr if lr is not None else (DEFAULT_FROZEN_LR if freeze_backbone else DEFAULT_LR),
+        weight_decay=weight_decay,
+        image_size=image_size or _crop_size(source.transform.crop_size),
+        num_workers=num_workers if num_workers is not None else min(4, os.cpu_count() or 1),
+        seed=seed,
+        pretrained=pretrained,
+        weights=str(Path(weights).resolve()) if weights is not None else None,
+    )
+
     has_train, has_val = (data_path / "train").is_dir(), (data_path / "val").is_dir()
     source_dir = None
     if has_train and has_val:
@@ -197,24 +217,8 @@ def make_spec(
         source_dir = str(data_path)
         data_path = split_image_folder(data_path, run_folder / SPLIT_DIRNAME, val_fraction, seed).resolve()
         categories = _split_classes(data_path)
-
-    return FinetuneSpec(
-        name=name,
-        model=model,
-        data_dir=str(data_path),
-        num_classes=len(categories),
-        categories=categories,
-        freeze_backbone=freeze_backbone,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr if lr is not None else (DEFAULT_FROZEN_LR if freeze_backbone else DEFAULT_LR),
-        weight_decay=weight_decay,
-        image_size=image_size or _crop_size(source.transform.crop_size),
-        num_workers=num_workers if num_workers is not None else min(4, os.cpu_count() or 1),
-        seed=seed,
-        pretrained=pretrained,
-        weights=str(Path(weights).resolve()) if weights is not None else None,
-        source_dir=source_dir,
+    return dataclasses.replace(
+        spec, data_dir=str(data_path), num_classes=len(categories), categories=categories, source_dir=source_dir
     )
 
 
