@@ -137,6 +137,8 @@ class Explainer:
 
     #: True when the result has one channel (a map), False when it has the input's channels
     produces_map: bool = False
+    #: True when attributions are input times a weight (Captum's ``multiplies_by_inputs``)
+    multiplies_by_inputs: bool = False
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
@@ -152,10 +154,11 @@ class Explainer:
         Returns a tensor [N, C', H, W] on the inputs' device (``C' = 1`` for map methods).
         """
         inputs = check_inputs(inputs)
-        targets = resolve_targets(target, inputs.shape[0], inputs.device)
         self._warn_if_training()
+        # outside inference mode and on normal (non-inference) tensors, so autograd can be used
         with torch.inference_mode(False):
-            return self._attribute(inputs.detach(), targets).detach()
+            targets = resolve_targets(target, inputs.shape[0], inputs.device).clone()
+            return self._attribute(inputs.detach().clone(), targets).detach()
 
     def attribute_selection(self, inputs: Tensor, targets: Any) -> Tensor:
         """Attributions of every sample for T classes: [N, T, C', H, W].
@@ -173,12 +176,12 @@ class Explainer:
             table = table[None].expand(n, -1)
         if table.dim() != 2 or table.shape[0] != n or table.shape[1] == 0:
             raise InputError(f"targets must be T class indices or an [N={n}, T] table, got shape {list(table.shape)}")
-        table = table.to(device=inputs.device, dtype=torch.long)
         if (table < 0).any():
             raise InputError(f"target class {int(table.min())} is negative; class indices start at 0")
         self._warn_if_training()
         with torch.inference_mode(False):
-            return self._attribute_selection(inputs.detach(), table).detach()
+            table = table.to(device=inputs.device, dtype=torch.long).clone()
+            return self._attribute_selection(inputs.detach().clone(), table).detach()
 
     # ------------------------------------------------------------------ for subclasses
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:

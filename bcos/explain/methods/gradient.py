@@ -76,6 +76,8 @@ class CaptumExplainer(Explainer):
 class IxG(CaptumExplainer):
     """Input × Gradient of the target logit (plain gradient, not explanation mode)."""
 
+    multiplies_by_inputs = True
+
     captum_class = "InputXGradient"
 
 
@@ -97,6 +99,8 @@ class GB(CaptumExplainer):
 class DeepLIFT(CaptumExplainer):
     """DeepLIFT with the all-zero baseline."""
 
+    multiplies_by_inputs = True
+
     captum_class = "DeepLift"
 
 
@@ -108,6 +112,8 @@ class IntGrad(CaptumExplainer):
         internal_batch_size: how many path points (times samples) go through the model at once;
             None runs all ``N * n_steps`` in one batch.
     """
+
+    multiplies_by_inputs = True
 
     captum_class = "IntegratedGradients"
 

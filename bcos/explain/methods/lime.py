@@ -5,7 +5,8 @@ For each image:
 1. split it into superpixels with scikit-image's quickshift (``kernel_size``, ``max_dist``,
    ``ratio``; on the colour channels, as the ``lime`` package does);
 2. draw ``num_samples`` random on/off patterns of the superpixels (the first keeps all); an "off"
-   superpixel takes its mean colour (``lime``'s default ``hide_color=None``);
+   superpixel takes its mean colour (``lime``'s default ``hide_color=None``) or the colour
+   ``hide_color`` (e.g. 0: black);
 3. run the perturbed images through the model ``batch_size`` at a time and take class
    probabilities (sigmoid for B-cos models, else softmax) — for every class at once;
 4. weight each pattern by ``sqrt(exp(-d² / kernel_width²))`` with d its cosine distance to the
@@ -71,6 +72,8 @@ class LIME(Explainer):
         kernel_width: width of the exponential kernel on the cosine distance.
         binary: return a 0/1 mask of the positive selected superpixels (else their coefficients).
         seed: seed of the random patterns (the same explanations on every run).
+        hide_color: colour of hidden superpixels; None uses each superpixel's mean colour (then a
+            uniform superpixel cannot be hidden at all: use 0 for dark-background data such as digits).
     """
 
     produces_map = True
@@ -87,6 +90,7 @@ class LIME(Explainer):
         kernel_width: float = 0.25,
         binary: bool = True,
         seed: int = 0,
+        hide_color: float | None = None,
     ) -> None:
         super().__init__(model)
         for name, value in (("num_samples", num_samples), ("num_features", num_features), ("batch_size", batch_size)):
@@ -101,6 +105,7 @@ class LIME(Explainer):
         self.kernel_width = kernel_width
         self.binary = binary
         self.seed = seed
+        self.hide_color = None if hide_color is None else float(hide_color)
         self._to_probabilities = probability_function(model)
 
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -120,13 +125,14 @@ class LIME(Explainer):
         segments_np = segment_image(self._colour_image(image, inverse), self.kernel_size, self.max_dist, self.ratio)
         num_segments = int(segments_np.max()) + 1
         segments = torch.from_numpy(segments_np).to(image.device)
-        # mean colour of every superpixel, painted back: the image "off" superpixels show
-        channels = image.shape[0]
-        flat = image.reshape(channels, -1)
-        sums = torch.zeros(channels, num_segments, dtype=image.dtype, device=image.device)
-        sums.index_add_(1, segments.reshape(-1), flat)
-        counts = torch.bincount(segments.reshape(-1), minlength=num_segments).to(image.dtype)
-        fudged = (sums / counts)[:, segments][None]  # [1, C, H, W]
+        if self.hide_color is not None:
+            fudged: Tensor | float = self.hide_color
+        else:  # mean colour of every superpixel, painted back: the image "off" superpixels show
+            channels = image.shape[0]
+            sums = torch.zeros(channels, num_segments, dtype=image.dtype, device=image.device)
+            sums.index_add_(1, segments.reshape(-1), image.reshape(channels, -1))
+            counts = torch.bincount(segments.reshape(-1), minlength=num_segments).to(image.dtype)
+            fudged = (sums / counts)[:, segments][None]  # [1, C, H, W]
 
         patterns = rng.integers(0, 2, size=(self.num_samples, num_segments))
         patterns[0] = 1

@@ -28,6 +28,8 @@ class Ours(Explainer):
     For B-cos CNNs they sum (over pixels and channels) to the logit minus the logit bias.
     """
 
+    multiplies_by_inputs = True
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         _require_explanation_mode(model, "Ours")
