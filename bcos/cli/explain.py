@@ -109,7 +109,10 @@ def _output_names(names: Sequence[str]) -> list[str]:
     taken: set[str] = set()
     result = []
     for name in names:
-        stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", str(Path(name).with_suffix("")).replace("/", "__").replace("\\", "__"))
+        path = Path(name)
+        if path.is_absolute() or ".." in path.parts:  # files given by a path outside: their name only
+            path = Path(path.name)
+        stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "__".join(path.with_suffix("").parts))
         stem = stem.strip("._") or "image"
         candidate, n = f"{stem}.png", 1
         while candidate in taken:
