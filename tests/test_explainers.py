@@ -276,13 +276,13 @@ def test_lime_works_for_ten_classes_and_finds_the_evidence():
     x[:, :, 4:12, 10:14] = 0.5
     x = torch.cat([x, 1 - x], 1)
     options = dict(num_samples=64, batch_size=32, num_features=2, kernel_size=1)
-    explainer = get_explainer(LeftHalf(), "LIME", hide_color=0.0, **options)
+    explainer = get_explainer(LeftHalf().eval(), "LIME", hide_color=0.0, **options)
     mask = explainer.attribute(x, 7)[0, 0]
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
     assert mask[:, :8].mean() > 0.9 and mask[:, 8:].sum() == 0
     torch.testing.assert_close(explainer.attribute(x, 7), explainer.attribute(x, 7))  # seeded
     # hiding a uniform superpixel by its own mean colour changes nothing: no evidence is found
-    assert get_explainer(LeftHalf(), "LIME", **options).attribute(x, 7).sum() == 0
+    assert get_explainer(LeftHalf().eval(), "LIME", **options).attribute(x, 7).sum() == 0
 
 
 # --------------------------------------------------------------------------------------------

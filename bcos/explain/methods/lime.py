@@ -38,6 +38,9 @@ from bcos.explain.methods.base import (
 
 __all__ = ["LIME", "weighted_ridge", "segment_image"]
 
+#: coefficients (probability per superpixel) at or below this count as no effect
+_NO_EFFECT = 1e-9
+
 
 def weighted_ridge(features: np.ndarray, targets: np.ndarray, weights: np.ndarray, alpha: float) -> np.ndarray:
     """Coefficients [F, K] of ridge regressions with intercept, one per target column.
@@ -157,7 +160,8 @@ class LIME(Explainer):
             chosen = np.argsort(-np.abs(all_coefficients[:, column]), kind="stable")[: self.num_features]
             coefficients = weighted_ridge(data[:, chosen], labels[:, column : column + 1], weights, alpha=1.0)[:, 0]
             if self.binary:
-                maps[column, chosen] = (coefficients > 0).astype(np.float64)
+                # round-off of a constant response must not count as positive evidence
+                maps[column, chosen] = (coefficients > _NO_EFFECT).astype(np.float64)
             else:
                 maps[column, chosen] = coefficients
         result = torch.from_numpy(maps).to(device=image.device, dtype=image.dtype)[:, segments]  # [T, H, W]
