@@ -119,6 +119,7 @@ def model_rows(patterns: Sequence[str] = ("*",), pretrained_only: bool = False, 
                 "crop": config.transform.crop_size,
                 "weights": "local" if local else ("download" if config.weights is not None else "none"),
                 "weights_file": config.weights.file_name if config.weights is not None else None,
+                "weights_url": config.weights.url if config.weights is not None else None,
                 "local_path": local,
                 "source": str(config.source),
             }
@@ -151,8 +152,13 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str = "table") -> str:
         for row in rows
     ]
     if fmt == "markdown":
+        # for documentation: whether weights are published, not whether this machine has them
+        for row, cells in zip(rows, lines):
+            cells[0] = f"`{cells[0]}`"
+            cells[6] = f"[{row['weights_file']}]({row['weights_url']})" if row["weights_file"] else "none"
+        header[6] = "weights file"
         out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 3 + ["---"] * 4) + "|"]
-        out += ["| " + " | ".join(f"`{cells[0]}`" if i == 0 else cells[i] for i in range(len(cells))) + " |" for cells in lines]
+        out += ["| " + " | ".join(cells) + " |" for cells in lines]
         return "\n".join(out)
     if fmt != "table":
         raise UnknownNameError(f"unknown format {fmt!r} (choices: {', '.join(FORMATS)})")
