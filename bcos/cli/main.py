@@ -78,6 +78,17 @@ _FINETUNE_OPTIONS = {
 }
 _EXPERIMENT_OPTIONS = ("dataset", "base_network", "experiment_name")
 
+# command -> one-line help (the full parser of a command is only built when it runs)
+_HELP = {
+    "train": "Train an experiment config, or fine-tune a published model on your images.",
+    "evaluate": "Top-1/top-5 accuracy of a trained, fine-tuned or published model.",
+    "explain": "Explain your images: PNGs and an HTML report.",
+    "localise": "Localisation analysis (grid pointing game) of a model's explanations.",
+    "configs": "List, show and find experiment configs.",
+    "models": "The model zoo: accuracy, parameters, weights.",
+}
+_ALIASES = {"localise": ["localize"]}
+
 
 def _raw(**kwargs) -> dict:
     return dict(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
@@ -93,7 +104,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train",
         parents=[base],
-        help="Train an experiment config, or fine-tune a published model on your images.",
+        help=_HELP["train"],
         description="Train a model from a config collection (the options of train.py), or fine-tune a "
         "published B-cos model on an ImageFolder data set with --finetune MODEL --data-dir FOLDER.",
         epilog=TRAIN_EXAMPLES,
@@ -199,7 +210,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
         parents=[evaluate_parser(add_help=False)],
-        help="Top-1/top-5 accuracy of a trained, fine-tuned or published model.",
+        help=_HELP["evaluate"],
         description="Evaluate a model on its data set's test split (the options of evaluate.py).",
         epilog=EVALUATE_EXAMPLES,
         **_raw(),
@@ -225,7 +236,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "explain",
         parents=[explain_parser(add_help=False)],
-        help="Explain your images: PNGs and an HTML report.",
+        help=_HELP["explain"],
         description="Predict and explain images with a B-cos model: one PNG per image (input | explanation | "
         "contribution map) and a self-contained HTML report.",
         epilog=EXPLAIN_EXAMPLES,
@@ -248,7 +259,7 @@ def _add_localise(commands: argparse._SubParsersAction) -> None:
         "localise",
         aliases=["localize"],
         parents=[localisation_parser(add_help=False)],
-        help="Localisation analysis (grid pointing game) of a model's explanations.",
+        help=_HELP["localise"],
         description="The grid pointing game (the options of python -m interpretability.analyses.localisation).",
         epilog=LOCALISE_EXAMPLES,
         **_raw(),
@@ -273,7 +284,7 @@ def _add_configs(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "configs",
-        help="List, show and find experiment configs.",
+        help=_HELP["configs"],
         description="Inspect the experiment configs (bcos/experiments/<dataset>/<collection>).",
         epilog=configs.EXAMPLES,
         **_raw(),
@@ -287,7 +298,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "models",
-        help="The model zoo: accuracy, parameters, weights.",
+        help=_HELP["models"],
         description="List the registered models (the B-cos-v2 zoo) or show one.",
         epilog=models.EXAMPLES,
         **_raw(),
@@ -296,8 +307,23 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=models.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``bcos`` argument parser with all its sub-commands."""
+_ADDERS = {
+    "train": _add_train,
+    "evaluate": _add_evaluate,
+    "explain": _add_explain,
+    "localise": _add_localise,
+    "configs": _add_configs,
+    "models": _add_models,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``bcos`` argument parser.
+
+    Every sub-command gets its full parser when ``command`` is None; otherwise only ``command``
+    does and the others are listed by name (their modules, and torch, are not imported), which
+    keeps ``bcos --help`` and ``bcos --version`` instant.
+    """
     import bcos
 
     parser = argparse.ArgumentParser(
@@ -308,9 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bcos {bcos.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_train, _add_evaluate, _add_explain, _add_localise, _add_configs, _add_models):
-        add(commands)
+    for name, add in _ADDERS.items():
+        if command is None or command == name:
+            add(commands)
+        else:
+            commands.add_parser(name, aliases=_ALIASES.get(name, []), help=_HELP[name])
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str:
+    """The sub-command ``argv`` names ("" when none does, e.g. ``bcos --help``)."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    for name, aliases in _ALIASES.items():
+        if first in aliases:
+            return name
+    return first if first in _ADDERS else ""
 
 
 _SUB_ACTIONS = {"models": ("list", "show"), "configs": ("list", "show", "find")}
@@ -328,7 +366,7 @@ def _normalise(argv: Sequence[str]) -> list[str]:
 
 def _main(argv: Sequence[str] | None) -> int:
     argv = _normalise(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     return args.handler(args)
 
 
