@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import urllib.error
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +31,7 @@ __all__ = [
     "find_local_file",
     "verify_sha256_prefix",
     "fetch_weights_file",
+    "safe_load",
     "load_state_dict_file",
 ]
 
@@ -145,22 +148,50 @@ def fetch_weights_file(weights: WeightsFile, progress: bool = True) -> Path:
     return target
 
 
+def safe_load(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """Read a torch file onto the CPU with ``weights_only=True``: tensors and plain data only.
+
+    This is the project's one primitive for reading checkpoints and weights files. A file that
+    holds pickled Python objects (which could run code when unpickled) is refused without running
+    anything. Raises :class:`CheckpointError` (one line naming the file and the fix) when the file
+    is missing, unsafe, or corrupt/truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at '{path}' (it does not exist); check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        refused = _REFUSED_GLOBAL.search(str(error))
+        if refused is not None:
+            raise CheckpointError(
+                f"cannot load '{path}' safely: it is not a plain checkpoint, it contains pickled Python objects "
+                f"({refused[1]}) that could run code, so it is refused; re-save it as a dict of tensors and plain "
+                "data (e.g. model.state_dict())"
+            ) from None
+        raise CheckpointError(_unreadable(path, error)) from None
+    except Exception as error:  # noqa: BLE001 - torch raises many types for corrupt or truncated files
+        raise CheckpointError(_unreadable(path, error)) from None
+
+
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _unreadable(path: Path, error: BaseException) -> str:
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (
+        f"cannot load '{path}' safely: it is not a readable torch checkpoint (corrupt or truncated: {detail}); "
+        "re-download or re-create it"
+    )
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict from ``path`` safely (``weights_only=True``, onto the CPU).
+    """Load a state dict from ``path`` safely (:func:`safe_load`: ``weights_only=True``, onto the CPU).
 
     Accepts a bare state dict, or a training checkpoint holding one under ``"state_dict"`` (then a
     ``"model."`` prefix shared by every key, as a LightningModule writes it, is removed).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist; pass the path of a saved state dict")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors have no common base class
-        raise CheckpointError(
-            f"cannot load {path} safely ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-            "it must be a state dict of tensors saved with torch.save"
-        ) from error
+    loaded = safe_load(path)
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
         if loaded and all(key.startswith("model.") for key in loaded):

@@ -2,49 +2,24 @@
 
 Everything training writes into a run folder (checkpoints, metrics files, the resolved config) goes
 through a temporary file in the same folder that is flushed, synced and then renamed over the
-target with ``os.replace``, so a crash or preemption never leaves a truncated file behind.
+target with ``os.replace``, so a crash or preemption never leaves a truncated file behind. The
+primitive lives in :mod:`bcos.experiments.utils.atomic_io` (shared with the metrics files and
+checkpoint tools); this module adds ``torch.save`` and Lightning's checkpoint IO on top.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from bcos.experiments.utils.atomic_io import atomic_open, atomic_write_text
+
 __all__ = ["AtomicCheckpointIO", "atomic_open", "atomic_write_text", "atomic_torch_save"]
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only on success."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open only writes ('w' or 'wb'), got mode {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_open(path, "wb") as handle:
-        handle.write(text.encode("utf-8"))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

@@ -32,11 +32,14 @@ from lightning.pytorch.utilities import rank_zero_info
 import bcos
 from bcos.errors import CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
+from bcos.experiments.utils.atomic_io import remove_stale_temporaries
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
+from bcos.models.weights import safe_load
 from bcos.training.atomic import AtomicCheckpointIO, atomic_write_text
 from bcos.training.callbacks import ExplanationsLogger, MetricsTracker
 from bcos.training.callbacks.checkpointing import checkpoint_callbacks
 from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
+from bcos.training.callbacks.random_state import RandomStateCheckpoint
 from bcos.training.run_lock import RunFolderLock
 from bcos.training.trainer import ClassificationLitModel, NonFiniteLossError
 
@@ -202,11 +205,10 @@ def _archive_previous_run(run_folder: RunFolder) -> Path | None:
 
 def _check_resumable(checkpoint: Path) -> None:
     try:
-        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any failure means the file cannot be resumed from
+        safe_load(checkpoint, mmap=True)  # the same safe reading as every other checkpoint
+    except CheckpointError as error:
         raise CheckpointError(
-            f"cannot resume from '{checkpoint}' ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-            "pass --force-no-resume to start the run over"
+            f"cannot resume: {error}; or pass --force-no-resume to start the run over"
         ) from error
 
 
@@ -249,6 +251,8 @@ def run_training(args: Any) -> pl.Trainer:
 
     lock = RunFolderLock(run_folder) if is_rank_zero else contextlib.nullcontext()
     with lock:
+        if is_rank_zero:  # half-written files of a killed earlier run; nobody else writes here now
+            remove_stale_temporaries(run_folder.path, run_folder.metrics_dir, run_folder.path / EXPLANATIONS_DIRNAME)
         resume = options.resume and not options.fast_dev_run
         ckpt_path = run_folder.last_checkpoint if resume and run_folder.last_checkpoint.exists() else None
         if ckpt_path is not None:
@@ -275,6 +279,7 @@ def run_training(args: Any) -> pl.Trainer:
 
         loggers = _loggers(options, run_folder)
         callbacks = _callbacks(options, run_folder, has_ema=module.ema is not None, has_logger=bool(loggers))
+        callbacks.append(RandomStateCheckpoint())  # a resumed run shuffles and augments as an uninterrupted one
         overrides = {"cache_dataset": options.cache_dataset} if options.cache_dataset else {}
         datamodule = module.experiment.get_datamodule(**overrides)
 

@@ -3,6 +3,10 @@
 The lock is an advisory ``flock`` on the run folder's lock file (``RunFolder.lock_file``): the operating system releases it
 when the process ends (even when killed), so a crash or preemption never leaves a stale lock. The
 file itself stays and records who held it last (host and process id) for the error message.
+
+Forked children (data-loader workers) close their copy of the lock's descriptor right after the
+fork: a ``flock`` lives as long as any process holds the descriptor, and workers orphaned by a
+killed training would otherwise keep the folder locked for seconds after its death.
 """
 
 from __future__ import annotations
@@ -16,6 +20,22 @@ from bcos.errors import ConfigError
 from bcos.experiments.utils.run_folder import RunFolder
 
 __all__ = ["RunFolderLock"]
+
+# descriptors of the locks this process holds; forked children must not keep them
+_held_descriptors: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    # only close: flock(LOCK_UN) here would release the parent's lock too
+    for fd in _held_descriptors:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_descriptors.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 class RunFolderLock:
@@ -53,11 +73,13 @@ class RunFolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        _held_descriptors.add(fd)
 
     def release(self) -> None:
         """Give the lock back (the lock file stays)."""
         if self._fd is None:
             return
+        _held_descriptors.discard(self._fd)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

@@ -16,10 +16,6 @@ plain or, with ``ema=True``, the EMA model), ``best_any`` (whichever of the two 
 from __future__ import annotations
 
 import hashlib
-import os
-import pickle
-import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +24,10 @@ from typing import Any
 import torch
 
 from bcos.errors import CheckpointError, ConfigError, closest_match
+from bcos.experiments.utils.atomic_io import atomic_open
 from bcos.experiments.utils.metrics import Metrics, MetricsNotFoundError
 from bcos.experiments.utils.run_folder import RunFolder, parse_checkpoint_filename
+from bcos.models.weights import safe_load
 
 __all__ = [
     "ReloadTypes",
@@ -100,30 +98,15 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint or weights file onto the CPU, refusing anything but tensors and plain data."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at '{path}'; check the path")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused is not None:
-            raise CheckpointError(
-                f"'{path}' is not a plain checkpoint: it contains pickled Python objects ({refused[1]}) that could "
-                "run code, so it is refused; re-save it as a dict of tensors and plain data (e.g. model.state_dict())"
-            ) from None
-        raise CheckpointError(_unreadable(path, error)) from None
-    except Exception as error:  # torch raises many types for corrupt or truncated files
-        raise CheckpointError(_unreadable(path, error)) from None
+    """Read a checkpoint or weights file onto the CPU, refusing anything but tensors and plain data.
+
+    The reading itself is :func:`bcos.models.weights.safe_load` (``weights_only=True``), the
+    project's one safe-loading primitive; this adds the check that the file holds a dict.
+    """
+    content = safe_load(path)
     if not isinstance(content, dict):
         raise CheckpointError(f"'{path}' holds a {type(content).__name__}, not a dict of weights; save a state dict")
     return content
-
-
-def _unreadable(path: Path, error: BaseException) -> str:
-    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-    return f"'{path}' is not a readable torch checkpoint (corrupt or truncated: {detail}); re-download or re-create it"
 
 
 def device_safe_load_state_dict_from_path(path: str | Path) -> dict[str, Any]:
@@ -143,15 +126,8 @@ def sha256_of_file(path: str | Path) -> str:
 def save_checkpoint_file(content: Mapping[str, Any], path: str | Path) -> Path:
     """``torch.save`` atomically: write a temporary file next to ``path``, then rename it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(dict(content), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(dict(content), handle)
     return path
 
 

@@ -7,8 +7,7 @@ files with a single row or no rows load with the same 2-D shape (the reference b
 
 from __future__ import annotations
 
-import os
-import tempfile
+import gzip
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from bcos.errors import DataNotFoundError, unknown_name
+from bcos.experiments.utils.atomic_io import atomic_open
 from bcos.experiments.utils.run_folder import METRICS_DIRNAME, METRICS_SUFFIX
 
 __all__ = ["Metrics", "MetricsNotFoundError", "read_metric_file", "write_metric_file"]
@@ -50,18 +50,11 @@ def read_metric_file(path: str | Path) -> np.ndarray:
 
 
 def write_metric_file(path: str | Path, rows: Iterable[tuple[float, float]]) -> None:
-    """Write ``(epoch, value)`` rows atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``(epoch, value)`` rows atomically (see :mod:`bcos.experiments.utils.atomic_io`)."""
     table = np.asarray(list(rows), dtype=np.float64).reshape(-1, 2)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=METRICS_SUFFIX, dir=path.parent)
-    os.close(handle)
-    try:
-        np.savetxt(temporary, table)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # gzip, as np.savetxt does for a ".gz" name (the reference format)
+    with atomic_open(path, "wb") as raw, gzip.GzipFile(filename=Path(path).name, mode="wb", fileobj=raw, mtime=0) as packed:
+        np.savetxt(packed, table)
 
 
 class Metrics(dict):
@@ -89,7 +82,8 @@ class Metrics(dict):
             raise MetricsNotFoundError(
                 f"no metrics folder at '{metrics_dir}'; it is written during training at every checkpoint"
             )
-        files = sorted(metrics_dir.glob(f"*{METRICS_SUFFIX}"))
+        # hidden files are temporaries of interrupted writes, never metrics
+        files = sorted(p for p in metrics_dir.glob(f"*{METRICS_SUFFIX}") if not p.name.startswith("."))
         return cls({path.name[: -len(METRICS_SUFFIX)]: read_metric_file(path) for path in files})
 
     @classmethod
