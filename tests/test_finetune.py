@@ -83,6 +83,22 @@ def test_spec_of_a_flat_folder_splits_it_into_the_run_folder(tiny, tmp_path):
     assert FinetuneSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
+def test_a_runs_split_is_kept_for_resuming_and_replaced_only_on_request(tiny, tmp_path):
+    source = _flat_folder(tmp_path / "fruit")
+    base = tmp_path / "runs"
+    spec = make_spec(TINY_NAME, source, name="run", seed=1, base_directory=base)
+    spec.write(base / "ImageFolder" / "finetune" / "run")
+    marker = Path(spec.data_dir) / "kept"
+    marker.touch()
+    again = make_spec(TINY_NAME, source, name="run", seed=1, epochs=3, base_directory=base)
+    assert again.data_dir == spec.data_dir and marker.exists() and again.val_fraction == 0.2
+    with pytest.raises(ConfigError, match="another split"):
+        make_spec(TINY_NAME, source, name="run", seed=2, base_directory=base)
+    assert marker.exists()  # the earlier run's split is untouched
+    replaced = make_spec(TINY_NAME, source, name="run", seed=2, base_directory=base, replace=True)
+    assert not marker.exists() and replaced.seed == 2
+
+
 def test_spec_of_a_split_folder_uses_it_and_checks_it(tiny, tmp_path):
     root = make_tiny_image_folder(tmp_path / "fruit", CLASSES, 2)
     spec = make_spec(TINY_NAME, root, lr=0.5, base_directory=tmp_path / "runs")

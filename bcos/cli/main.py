@@ -180,6 +180,7 @@ def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         args.data_dir,
         pretrained=not args.no_pretrained,
         base_directory=args.base_directory,
+        replace=not args.resume,
         **{k: v for k, v in chosen.items() if v is not None},
     )
     make_config(spec)  # checks the recipe before anything else

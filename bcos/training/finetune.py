@@ -164,11 +164,15 @@ def make_spec(
     weights: str | os.PathLike | None = None,
     val_fraction: float = 0.2,
     base_directory: str | os.PathLike = BASE_EXPERIMENTS_DIRECTORY,
+    replace: bool = False,
 ) -> FinetuneSpec:
     """Check the model name and the data folder and describe the fine-tuning run.
 
-    An unsplit ``data_dir`` (class folders directly inside) is split now into
-    ``<run folder>/data_split`` (see :func:`split_image_folder`). ``lr`` defaults to 1e-3 with a
+    An unsplit ``data_dir`` (class folders directly inside) is split into
+    ``<run folder>/data_split`` (see :func:`split_image_folder`). A split that the run folder's
+    earlier fine-tuning made from the same folder with the same seed and fraction is kept (so a
+    resumed run sees the same images); a different one is only replaced with ``replace=True``
+    (``--force-no-resume``). ``lr`` defaults to 1e-3 with a
     frozen backbone and 1e-4 otherwise; ``image_size`` to the model's evaluation crop size;
     ``num_workers`` to min(4, CPUs). See :class:`FinetuneSpec` for the other fields.
     """
@@ -215,11 +219,31 @@ def make_spec(
         )
     else:
         source_dir = str(data_path)
-        data_path = split_image_folder(data_path, run_folder / SPLIT_DIRNAME, val_fraction, seed).resolve()
+        data_path = _split_for_run(data_path, run_folder, val_fraction, seed, replace)
         categories = _split_classes(data_path)
     return dataclasses.replace(
-        spec, data_dir=str(data_path), num_classes=len(categories), categories=categories, source_dir=source_dir
+        spec,
+        data_dir=str(data_path),
+        num_classes=len(categories),
+        categories=categories,
+        source_dir=source_dir,
+        val_fraction=val_fraction if source_dir is not None else None,
     )
+
+
+def _split_for_run(source: Path, run_folder: Path, val_fraction: float, seed: int, replace: bool) -> Path:
+    """The run's split of ``source``: the existing one when it was made the same way, else a new one."""
+    split = run_folder / SPLIT_DIRNAME
+    if (run_folder / SPEC_FILENAME).is_file() and not replace:
+        previous = FinetuneSpec.read(run_folder)
+        same = (previous.source_dir, previous.seed, previous.val_fraction) == (str(source), seed, val_fraction)
+        if same and split.is_dir():
+            return split.resolve()
+        raise ConfigError(
+            f"{run_folder} holds a fine-tuning run of another split (data folder, --seed or --val-fraction); "
+            "pick another --name, or pass --force-no-resume to start it over"
+        )
+    return split_image_folder(source, split, val_fraction, seed).resolve()
 
 
 def _crop_size(size: int | Iterable[int]) -> int:
@@ -227,7 +251,8 @@ def _crop_size(size: int | Iterable[int]) -> int:
 
 
 # what may differ between a run and its resumption (the rest changes the model or the data)
-_RESUMABLE_CHANGES = {"epochs", "batch_size", "num_workers", "lr", "weight_decay"}
+# (the starting weights only matter for a fresh start: a resumed run loads last.ckpt)
+_RESUMABLE_CHANGES = {"epochs", "batch_size", "num_workers", "lr", "weight_decay", "weights", "pretrained"}
 
 
 def finetune(spec: FinetuneSpec, base_directory: str | os.PathLike = BASE_EXPERIMENTS_DIRECTORY, **train_options: Any):

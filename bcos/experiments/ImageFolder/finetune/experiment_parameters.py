@@ -70,6 +70,7 @@ class FinetuneSpec:
         pretrained: start from the published weights (else from ``weights``, or from scratch).
         weights: a local state dict to start from instead of the published weights.
         source_dir: the folder the images came from, when ``data_dir`` is a split made from it.
+        val_fraction: the share of each class that split holds out (None without a split).
     """
 
     name: str
@@ -88,6 +89,7 @@ class FinetuneSpec:
     pretrained: bool = True
     weights: str | None = None
     source_dir: str | None = None
+    val_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
