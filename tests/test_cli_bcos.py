@@ -231,6 +231,7 @@ def test_explain_errors_exit_with_status_2(tiny_weights, tmp_path, capsys):
         "did you mean 'resnet50'": ["explain", str(image), "--model", "resnet_50"],
         "--top-k must be at least 1": ["explain", str(image), "--model", TINY_NAME, "--top-k", "0"],
         "does not exist": ["explain", str(image), "--run", str(tmp_path / "no_run")],
+        "drop them with --model": ["explain", str(image), "--model", TINY_NAME, "--reload", "last"],
     }
     (tmp_path / "empty").mkdir()
     for message, argv in cases.items():

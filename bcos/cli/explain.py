@@ -66,7 +66,7 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     model.add_argument("--model", metavar="NAME", help="A registered model, e.g. resnet50 (see 'bcos models').")
     model.add_argument("--run", type=Path, metavar="RUN_DIR", help="A training run folder <base>/<dataset>/<base_network>/<experiment_name>.")
     model.add_argument("--weights", type=Path, metavar="PATH", help="A weights file to load instead of the published weights / the run's checkpoint.")
-    model.add_argument("--reload", default="best", metavar="WHICH", help="Checkpoint of --run: last, best, best_any or epoch_<N> (default: best).")
+    model.add_argument("--reload", default=None, metavar="WHICH", help="Checkpoint of --run: last, best, best_any or epoch_<N> (default: best).")
     model.add_argument("--ema", action="store_true", help="Use the EMA weights of --run.")
     what = parser.add_argument_group("explanations")
     what.add_argument("--top-k", type=int, default=1, dest="top_k", metavar="K", help="List and explain the K most likely classes (default: 1).")
@@ -177,8 +177,9 @@ def _from_run(args: argparse.Namespace) -> LoadedModel:
         model = experiment.load_model_from_weights(args.weights, ema=args.ema)
         weights = str(args.weights)
     else:
-        model = experiment.load_trained_model(reload=args.reload, ema=args.ema)
-        weights = f"{run} (reload={args.reload}{', EMA' if args.ema else ''})"
+        reload = args.reload or "best"
+        model = experiment.load_trained_model(reload=reload, ema=args.ema)
+        weights = f"{run} (reload={reload}{', EMA' if args.ema else ''})"
     if categories is None:
         from bcos.data.datamodules import get_datamodule_class
 
@@ -196,6 +197,8 @@ def load_for_explanation(args: argparse.Namespace) -> LoadedModel:
     """The model that ``--model``/``--run`` (and ``--weights``) name, in eval mode."""
     if (args.model is None) == (args.run is None):
         raise ConfigError("pass --model NAME (a registered model) or --run RUN_DIR (a training run), not both or neither")
+    if args.model is not None and (args.reload is not None or args.ema):
+        raise ConfigError("--reload and --ema choose a checkpoint of --run RUN_DIR; drop them with --model")
     loaded = _from_registry(args) if args.model is not None else _from_run(args)
     loaded.model.eval()
     return loaded
