@@ -266,8 +266,8 @@ h1 { font-size: 1.5em; margin-bottom: 4px; }
 .meta td { padding: 1px 12px 1px 0; }
 .legend { background: #eef3fb; border-left: 4px solid #3a6fd8; padding: 8px 12px; margin: 16px 0; max-width: 1100px; font-size: 0.92em; }
 .gallery { display: flex; flex-wrap: wrap; gap: 16px; }
-.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px; max-width: 820px; }
-.card img { max-width: 100%; display: block; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px; width: 560px; max-width: 100%; }
+.card img { width: 100%; display: block; }
 .card h2 { font-size: 1em; margin: 0 0 6px 0; word-break: break-all; }
 table.preds { border-collapse: collapse; font-size: 0.88em; margin-top: 6px; }
 table.preds th, table.preds td { border-bottom: 1px solid #eee; padding: 2px 10px 2px 0; text-align: left; }
