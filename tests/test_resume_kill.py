@@ -25,7 +25,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers_data import make_tiny_cifar10  # noqa: E402
+from helpers_data import make_tiny_cifar10
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,10 @@ def _child(base_directory: str, experiment_name: str, *extra_args: str) -> int:
     import bcos.experiments.utils.experiment as experiment_module
     import bcos.experiments.utils.metrics as metrics_module
     from bcos.cli.train import main as train_main
-    from bcos.data.presets import CIFAR10ClassificationPresetTest, CIFAR10ClassificationPresetTrain
+    from bcos.data.presets import (
+        CIFAR10ClassificationPresetTest,
+        CIFAR10ClassificationPresetTrain,
+    )
     from bcos.models.base import BcosUtilMixin
     from bcos.modules import BcosConv2d, BinaryCrossEntropyLoss, LogitLayer
     from bcos.optim import LRSchedulerFactory, OptimizerFactory
@@ -175,12 +178,12 @@ def _zygote() -> None:
     """
     import json
 
-    import numpy  # noqa: F401
-    from torch import nn  # noqa: F401
+    import numpy
+    from torch import nn
 
-    import bcos.cli.train  # noqa: F401
-    import bcos.data.datamodules  # noqa: F401
-    import bcos.training.run  # noqa: F401
+    import bcos.cli.train
+    import bcos.data.datamodules
+    import bcos.training.run
 
     torch.set_num_threads(1)
     for line in sys.stdin:
@@ -199,7 +202,7 @@ def _zygote() -> None:
                     os.dup2(log, 1)
                     os.dup2(log, 2)
                     code = _child(*request["argv"])
-                except BaseException:  # noqa: BLE001 - the child must never return into the loop
+                except BaseException:
                     import traceback
 
                     traceback.print_exc()

@@ -9,6 +9,7 @@ Expected layout under the data root (what the official archive extracts to)::
 
 Files are read with our own reader, so smaller data sets written in the same format (as the
 tests do) load too; the datamodule warns when the sizes are not the official 50,000 / 10,000.
+The reader unpickles only plain data and numpy arrays: a crafted file cannot run code.
 """
 
 from __future__ import annotations
@@ -87,12 +88,45 @@ def download_cifar10(root: str | Path) -> Path:
     return folder
 
 
+# What the official files (and numpy arrays pickled by any numpy version) need, and nothing else:
+# the pickled dicts hold bytes, lists, ints and uint8 arrays.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes pickled by Python 3 with protocol 2
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data and numpy arrays, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        if module.startswith("numpy.core.") and np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+            module = "numpy._core." + module.removeprefix("numpy.core.")  # without the deprecation warning
+        return super().find_class(module, name)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as file:
-            content = pickle.load(file, encoding="bytes")
+            content = _ArrayUnpickler(file, encoding="bytes").load()
     except FileNotFoundError as error:
         raise DataNotFoundError(f"CIFAR-10 file {str(path)!r} is missing; {_LAYOUT_HINT}") from error
+    except _RefusedGlobal as error:
+        raise DataNotFoundError(
+            f"CIFAR-10 file {str(path)!r} contains pickled Python objects ({error}) that could run code, so it "
+            f"is refused; delete {str(path.parent)!r} and download CIFAR-10 again"
+        ) from None
     except Exception as error:  # truncated or garbled pickles raise many different errors
         raise DataNotFoundError(
             f"CIFAR-10 file {str(path)!r} is corrupt or truncated ({type(error).__name__}); "
