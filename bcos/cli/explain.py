@@ -363,7 +363,7 @@ def _print_summary(records: Sequence[dict[str, Any]], output: Path, report: Path
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}")
     if report is not None:
-        print(f"Report: {report}  (open it in a browser)")
+        print(f"Report: {report}  (open {report.resolve().as_uri()} in a browser)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
