@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_tiny_model import TINY_NAME, register_tiny_model, save_tiny_weights
 from PIL import Image
 
 import bcos
 from bcos.cli.main import main as bcos_main
 from bcos.data.categories import DIGITS_CATEGORIES, IMAGENET_CATEGORIES
-from helpers_tiny_model import TINY_NAME, register_tiny_model, save_tiny_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,6 +86,14 @@ def test_commands_keep_the_spec_scripts_options(capsys):
     _exit_code(["localise", "--help"])
     localise = capsys.readouterr().out
     assert all(o in localise for o in ("--save_path", "--analysis_config", "--explainer_name", "--smooth"))
+
+
+def test_train_checks_names_like_train_py(capsys):
+    argv = ["train", "--dataset", "Digits", "--base_network", "bcos_demo", "--experiment_name", "resnet_8_bnu-lineer"]
+    assert bcos_main(argv) == 2
+    assert "did you mean 'resnet_8_bnu-linear'" in capsys.readouterr().err
+    assert bcos_main(["train", "--dataset", "Digit", "--base_network", "bcos_demo", "--experiment_name", "x"]) == 2
+    assert "did you mean 'Digits'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ models

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_data import make_tiny_image_folder
+from helpers_tiny_model import TINY_NAME, register_tiny_model, save_tiny_weights
 
 from bcos.cli.main import main as bcos_main
 from bcos.errors import ConfigError, DataNotFoundError, UnknownNameError
@@ -23,8 +25,6 @@ from bcos.training.finetune import (
     register_run,
     split_image_folder,
 )
-from helpers_data import make_tiny_image_folder
-from helpers_tiny_model import TINY_NAME, register_tiny_model, save_tiny_weights
 
 CLASSES = ["apple", "banana", "cherry"]
 

@@ -152,7 +152,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from bcos.cli.train import validate_args
-    from bcos.training.finetune import COLLECTION, DATASET, finetune, make_spec, make_config
+    from bcos.training.finetune import (
+        COLLECTION,
+        DATASET,
+        finetune,
+        make_config,
+        make_spec,
+    )
     from bcos.training.run import TrainOptions
 
     given = [f"--{d}" for d in _EXPERIMENT_OPTIONS if getattr(args, d)]
@@ -223,7 +229,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from bcos.cli.evaluate import run_evaluation
 
     if args.dataset == "ImageFolder" and args.base_network == "finetune":
-        from bcos.experiments.ImageFolder.finetune.experiment_parameters import register_runs
+        from bcos.experiments.ImageFolder.finetune.experiment_parameters import (
+            register_runs,
+        )
 
         register_runs(args.base_directory)
     run_evaluation(args)

@@ -180,8 +180,10 @@ def describe_model(name: str) -> str:
     lines = [
         f"{config.name}: {config.description}",
         f"  architecture     bcos.models.{config.module}.{config.architecture} ({config.kind})",
-        f"  trained with     bcos/experiments/{config.source} (train.py --dataset {config.source.dataset} "
-        f"--base_network {config.source.collection} --experiment_name {config.source.experiment})",
+        (
+            f"  trained with     bcos/experiments/{config.source} (train.py --dataset {config.source.dataset} "
+            f"--base_network {config.source.collection} --experiment_name {config.source.experiment})"
+        ),
         f"  parameters       {config.num_params:,} ({config.num_params / 1e6:.2f}M)",
         f"  classes          {config.num_classes}",
         f"  ImageNet val     top-1 {_accuracy(config.top1)}%, top-5 {_accuracy(config.top5)}%",
