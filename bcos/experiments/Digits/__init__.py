@@ -1,0 +1,1 @@
+"""Config collections for the bundled scikit-learn digits (the ``Digits`` datamodule)."""
