@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base_directory", default="./experiments", help="Where the run folder goes.")
     parser.add_argument("--output", default="demo_output", help="Folder for the explanation images.")
     parser.add_argument("--retrain", action="store_true", help="Train from scratch even if a run exists.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for PyTorch (default 1: the demo's small operations run fastest on one "
+        "thread, and several threads slow down badly on a busy machine).",
+    )
     parser.add_argument("--debug", action="store_true", help="Full tracebacks on errors.")
     return parser
 
@@ -100,6 +107,13 @@ def _save_explanations(model, dataset, output: Path) -> Path:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    import torch
+
+    if args.threads < 1:
+        from bcos.errors import ConfigError
+
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(f"[1/3] Training {DEMO_DATASET}/{DEMO_COLLECTION}/{args.experiment_name} on the CPU ...", flush=True)
     _train(args)

@@ -89,6 +89,15 @@ def tiny_config(epochs: int = 1, **extra) -> dict:
     return config
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread (and several threads crawl on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_collection(monkeypatch, tmp_path):
     """Patch ``CIFAR10/tiny_test`` into the collection lookup; DATA_ROOT -> a tiny CIFAR-10."""
@@ -140,6 +149,12 @@ def test_training_run_writes_checkpoints_metrics_config_and_explanations(tiny_co
     # the best checkpoint's name carries the same accuracy as the metrics file
     accuracy = float(best[0].split("val_acc1=")[1].removesuffix(".ckpt"))
     assert accuracy == pytest.approx(read_metric_file(folder / "metrics" / "eval_acc1.gz")[0, 1], abs=1e-4)
+
+    from bcos.training.trainer import ClassificationLitModel
+
+    reloaded = ClassificationLitModel.load_from_checkpoint(folder / "last.ckpt", map_location="cpu")
+    key = next(k for k in checkpoint["state_dict"] if k.startswith("model."))
+    assert torch.equal(reloaded.state_dict()[key], checkpoint["state_dict"][key])
 
     config_text = (folder / "config.txt").read_text()
     assert "experiment_name: 'tiny'" in config_text and "max_epochs: 1" in config_text
@@ -222,3 +237,15 @@ def test_precision_memory_format_and_logging_options(tiny_collection, tmp_path):
     assert "gradients/total_norm_step" in header and "train_loss" in header and "val_acc1" in header
     assert list((folder / "tb_logs").rglob("events.out.tfevents.*"))  # absolute base dir: in the run folder
     assert "precision: 'bf16-mixed'" in (folder / "config.txt").read_text()
+
+
+def test_demo_explanations_are_written(tmp_path):
+    from bcos.data.digits import DigitsDataset
+    from bcos.data.presets import CIFAR10ClassificationPresetTest
+    from bcos.demo import _save_explanations
+
+    dataset = DigitsDataset(train=False, transform=CIFAR10ClassificationPresetTest(is_bcos=True))
+    grid = _save_explanations(TinyBcosNet(), dataset, tmp_path / "demo_output")
+    assert grid.exists() and grid.read_bytes()[:4] == b"\x89PNG"
+    singles = sorted(p.name for p in grid.parent.glob("digit_*.png"))
+    assert len(singles) == 10 and singles[0].startswith("digit_0_pred_")

@@ -22,6 +22,7 @@ from bcos.cli.submitit_launcher import main as submit_main  # noqa: E402
 def test_local_submitit_job_trains_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DATA_ROOT", str(make_tiny_cifar10(tmp_path / "data", n_train=20, n_test=10)))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the child's small model runs fastest on one thread
     argv = [
         "--dataset", "CIFAR10",
         "--base_network", "norm_ablations_final",

@@ -224,3 +224,18 @@ def test_environment_rank_detection(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     assert _global_rank_from_env() == 0
     assert os.environ["LOCAL_RANK"] == "1"
+
+
+def test_compile_option_keeps_state_dict_keys():
+    from bcos.training.run import _transform_model
+
+    class Holder:
+        model = _small_model()
+
+    holder = Holder()
+    keys = list(holder.model.state_dict())
+    options = TrainOptions(dataset="d", base_network="b", experiment_name="e", compile=True, channels_last=True)
+    _transform_model(holder, options)  # compiled lazily: nothing runs until the first forward
+    assert list(holder.model.state_dict()) == keys
+    with pytest.raises(ConfigError, match="exclude each other"):
+        _transform_model(holder, TrainOptions(dataset="d", base_network="b", experiment_name="e", jit=True, compile=True))
