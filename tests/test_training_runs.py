@@ -174,7 +174,7 @@ def test_resume_continues_and_force_no_resume_starts_over(tiny_collection, tmp_p
     assert resumed["epoch"] == 1 and resumed["global_step"] == 4
     epochs = read_metric_file(folder / "metrics" / "eval_acc1.gz")[:, 0]
     np.testing.assert_array_equal(epochs, [0, 1])
-    assert "resumed_from" in (folder / "config.txt").read_text()
+    assert f"resumed_from: '{folder / 'last.ckpt'}'" in (folder / "config.txt").read_text()
     assert any(not torch.equal(first_weights[k], resumed["state_dict"][k]) for k in first_weights)
 
     assert train(tmp_path, "tiny", "--force-no-resume") == 0  # starts at epoch 0 again

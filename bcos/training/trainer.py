@@ -289,13 +289,15 @@ class ClassificationLitModel(pl.LightningModule):
     # ------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to save weights that are no longer finite (keeps the last good checkpoint)."""
-        for name, parameter in self.model.named_parameters():
-            if not bool(torch.isfinite(parameter.detach()).all()):
-                raise NonFiniteLossError(
-                    f"training stopped: the weights became non-finite ({name}) at epoch {self.current_epoch}; "
-                    "the last good checkpoint was kept (lower the learning rate or clip gradients, then "
-                    "run again to resume from last.ckpt)"
-                )
+        named = list(self.model.named_parameters())
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named] or [torch.tensor(True)])
+        if not bool(finite.all()):  # one device synchronisation for all parameters
+            name = named[int((~finite).nonzero()[0])][0]
+            raise NonFiniteLossError(
+                f"training stopped: the weights became non-finite ({name}) at epoch {self.current_epoch}; "
+                "the last good checkpoint was kept (lower the learning rate or clip gradients, then "
+                "run again to resume from last.ckpt)"
+            )
         # hyper-parameters must load with torch.load(weights_only=True)
         if "hyper_parameters" in checkpoint:
             checkpoint["hyper_parameters"] = plain_data(dict(checkpoint["hyper_parameters"]))

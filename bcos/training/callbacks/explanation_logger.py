@@ -160,6 +160,9 @@ class ExplanationsLogger(Callback):
         source = _unwrap(pl_module.model)
         if self.model_copy is None:
             self.model_copy = copy.deepcopy(source).cpu().float()
+            # a model compiled in place (--compile) would recompile its CPU copy in explanation mode
+            if getattr(self.model_copy, "_compiled_call_impl", None) is not None:
+                self.model_copy._compiled_call_impl = None
             self.model_copy.requires_grad_(False)
         with torch.no_grad():
             state = {k: v.detach().to("cpu", copy=True) for k, v in source.state_dict().items()}
