@@ -239,3 +239,20 @@ def test_compile_option_keeps_state_dict_keys():
     assert list(holder.model.state_dict()) == keys
     with pytest.raises(ConfigError, match="exclude each other"):
         _transform_model(holder, TrainOptions(dataset="d", base_network="b", experiment_name="e", jit=True, compile=True))
+
+
+def test_trainer_config_from_options_and_config():
+    from bcos.training.run import _trainer_config
+
+    config = {"trainer": {"max_epochs": 3, "track_grad_norm": 2}}
+    options = TrainOptions(
+        dataset="d", base_network="b", experiment_name="e", distributed=True, debug=True, amp="bf16", nodes=2
+    )
+    trainer_config, track = _trainer_config(options, config)
+    assert track is True  # the reference's trainer option becomes our own flag
+    assert trainer_config == {
+        "max_epochs": 3, "strategy": "ddp", "num_nodes": 2, "precision": "bf16-mixed", "deterministic": "warn"
+    }  # fmt: skip
+    assert config["trainer"] == {"max_epochs": 3, "track_grad_norm": 2}  # the config is not changed
+    with pytest.raises(UnknownNameError, match="max_epochs"):
+        _trainer_config(TrainOptions(dataset="d", base_network="b", experiment_name="e"), {"trainer": {"max_epoch": 3}})
