@@ -99,7 +99,7 @@ def describe_value(value: Any) -> str:
         parts += [describe_value(arg) for arg in value.args]
         parts += [f"{k}={describe_value(v)}" for k, v in value.keywords.items()]
         return f"partial({', '.join(parts)})"
-    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+    if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
         module = getattr(value, "__module__", None)
         qualname = value.__qualname__
         return f"{module}.{qualname}" if module and module != "builtins" else qualname
