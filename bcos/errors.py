@@ -46,12 +46,23 @@ class InputError(BcosError, ValueError):
     """A tensor or image argument with the wrong shape, dtype, size or values."""
 
 
+# typos that look alike: O/0, l/1, I/1, and - / _ / space
+_LOOKALIKES = str.maketrans({"o": "0", "l": "1", "i": "1", "-": "_", " ": "_"})
+
+
 def closest_match(name: str, choices: Iterable[str]) -> str | None:
-    """The choice most similar to ``name`` (case-insensitive), or None when nothing is close."""
+    """The choice most similar to ``name`` (case-insensitive), or None when nothing is close.
+
+    A name that equals exactly one choice up to look-alike characters (``resnet_2O`` for
+    ``resnet_20``, ``norm-ablations`` for ``norm_ablations``) is matched first.
+    """
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
     if name.lower() in lowered:
         return lowered[name.lower()]
+    lookalikes = [c for c in choices if c.lower().translate(_LOOKALIKES) == name.lower().translate(_LOOKALIKES)]
+    if len(lookalikes) == 1:
+        return lookalikes[0]
     matches = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
     return lowered[matches[0]] if matches else None
 

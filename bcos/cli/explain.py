@@ -288,7 +288,10 @@ def run_explain(args: argparse.Namespace) -> dict[str, Any]:
     file_names = dict(zip([name for _, name in images], _output_names([name for _, name in images])))
 
     output: Path = args.output
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the output folder '{output}' ({error.strerror or error}); pass a writable --output DIR") from None
     items, pngs, records, skipped = [], [], [], []
     target_index = None
     bar = _progress(len(images), args.progress and len(images) > 1)

@@ -401,6 +401,8 @@ class ImageFolderTreesDataModule(ClassificationDataModule, register=False):
     TRAIN_FOLDER: ClassVar[str] = "train"
     EVAL_FOLDER: ClassVar[str] = "val"
     CACHE_MODES = ("shm",)
+    DATA_FOLDER_SETTING: ClassVar[str] = "data.root in the config"
+    """What the user sets to choose :meth:`data_folder` (named in errors)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -428,7 +430,14 @@ class ImageFolderTreesDataModule(ClassificationDataModule, register=False):
         return cache_train_tree(self.shm_folder(), source=source, tar_dir=tar_dir)
 
     def _split_folder(self, split: str) -> Path:
-        folder = self.data_folder() / split
+        root = self.data_folder()
+        if not root.is_dir():
+            raise DataNotFoundError(
+                f"the {self.dataset_name()} data folder {str(root)!r} does not exist, so there is no "
+                f"'{split}' folder; point {self.DATA_FOLDER_SETTING} to the folder holding "
+                f"the '{self.TRAIN_FOLDER}' and '{self.EVAL_FOLDER}' ImageFolder trees"
+            )
+        folder = root / split
         if not folder.is_dir():
             raise DataNotFoundError(
                 f"no {self.dataset_name()} '{split}' folder at {str(folder)!r}; "
@@ -483,6 +492,7 @@ class ImageNetDataModule(ImageFolderTreesDataModule):
     """
 
     NUM_CLASSES = 1000
+    DATA_FOLDER_SETTING = "the environment variable IMAGENET_PATH"
     NUM_TRAIN_EXAMPLES = 1_281_167
     NUM_EVAL_EXAMPLES = 50_000
     CATEGORIES = IMAGENET_CATEGORIES

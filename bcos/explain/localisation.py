@@ -99,7 +99,10 @@ LOCALISATION_CONFIGS: dict[str, LocalisationConfig] = _build_configs()
 def get_localisation_config(name: str) -> LocalisationConfig:
     """The configuration ``name`` (e.g. ``500_3x3``); unknown names raise with the closest match."""
     if name not in LOCALISATION_CONFIGS:
-        raise unknown_name("analysis config", name, LOCALISATION_CONFIGS)
+        raise unknown_name(
+            "analysis config", name, LOCALISATION_CONFIGS,
+            hint="names are {250,500}_{2x2,3x3} with optional _rescale and _noconfthresh, e.g. 500_3x3",
+        )
     return LOCALISATION_CONFIGS[name]
 
 

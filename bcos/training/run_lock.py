@@ -41,7 +41,8 @@ os.register_at_fork(after_in_child=_close_inherited_locks)
 class RunFolderLock:
     """Context manager holding the exclusive lock of a run folder.
 
-    Raises :class:`bcos.errors.ConfigError` on entry when another process holds it.
+    Raises :class:`bcos.errors.ConfigError` on entry when another process holds it, or when the
+    run folder cannot be created or written.
     """
 
     def __init__(self, run_folder: RunFolder | str | os.PathLike) -> None:
@@ -59,8 +60,14 @@ class RunFolderLock:
         """Take the lock or raise ConfigError naming the holder."""
         if self._fd is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # the first write into the run folder: a folder that cannot be written fails here
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create the run folder {self.path.parent} ({error.strerror or error}); "
+                "choose a writable --base_directory"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

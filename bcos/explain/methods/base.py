@@ -15,10 +15,11 @@ never leave gradients on the caller's tensors or on the model's parameters.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -26,6 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from bcos.errors import InputError
+
+# the same message as model.explain gives (one wording for one mistake)
+from bcos.explain.contributions import _channel_error
 
 __all__ = [
     "Explainer",
@@ -156,7 +160,7 @@ class Explainer:
         inputs = check_inputs(inputs)
         self._warn_if_training()
         # outside inference mode and on normal (non-inference) tensors, so autograd can be used
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), self._explaining_failed_forward(inputs):
             targets = resolve_targets(target, inputs.shape[0], inputs.device).clone()
             return self._attribute(inputs.detach().clone(), targets).detach()
 
@@ -179,9 +183,20 @@ class Explainer:
         if (table < 0).any():
             raise InputError(f"target class {int(table.min())} is negative; class indices start at 0")
         self._warn_if_training()
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), self._explaining_failed_forward(inputs):
             table = table.to(device=inputs.device, dtype=torch.long).clone()
             return self._attribute_selection(inputs.detach().clone(), table).detach()
+
+    @contextlib.contextmanager
+    def _explaining_failed_forward(self, inputs: Tensor) -> Iterator[None]:
+        """Turn the model's error for inputs with the wrong channel count into a clear InputError."""
+        try:
+            yield
+        except RuntimeError as error:
+            channel_error = _channel_error(self.model, inputs.shape[1])
+            if channel_error is not None:
+                raise channel_error from error
+            raise
 
     # ------------------------------------------------------------------ for subclasses
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
