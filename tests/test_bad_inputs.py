@@ -25,7 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers_data import make_tiny_cifar10, make_tiny_image_folder
 
-from bcos.errors import BcosError, CheckpointError, ConfigError, DataNotFoundError, InputError, UnknownNameError
+from bcos.errors import (
+    BcosError,
+    ConfigError,
+    DataNotFoundError,
+    InputError,
+    UnknownNameError,
+)
 
 DATASET, COLLECTION, EXPERIMENT = "CIFAR10", "norm_ablations_final", "resnet_20"
 OTHER_ARCHITECTURE = "resnet_32"
@@ -246,8 +252,11 @@ def _explain(inputs: torch.Tensor, **kwargs):
 
 
 def _imagenet_test_set(root: Path):
-    from bcos.data.presets import ImageNetClassificationPresetEval, ImageNetClassificationPresetTrain
     from bcos.data.datamodules import get_datamodule_class
+    from bcos.data.presets import (
+        ImageNetClassificationPresetEval,
+        ImageNetClassificationPresetTrain,
+    )
 
     config = {
         "train_transform": ImageNetClassificationPresetTrain(crop_size=224, is_bcos=True),
@@ -346,7 +355,10 @@ def test_a_loss_that_turns_nan_stops_training_with_a_message_and_keeps_the_last_
     import bcos.experiments.utils.collections as collections_module
     import bcos.experiments.utils.experiment as experiment_module
     from bcos.cli.train import main
-    from bcos.data.presets import CIFAR10ClassificationPresetTest, CIFAR10ClassificationPresetTrain
+    from bcos.data.presets import (
+        CIFAR10ClassificationPresetTest,
+        CIFAR10ClassificationPresetTrain,
+    )
     from bcos.models.base import BcosUtilMixin
     from bcos.modules import BcosConv2d, BinaryCrossEntropyLoss, LogitLayer
     from bcos.optim import LRSchedulerFactory, OptimizerFactory
@@ -399,7 +411,7 @@ def test_a_loss_that_turns_nan_stops_training_with_a_message_and_keeps_the_last_
 
     # (a logging handler that an earlier test bound to its own, now closed, capture stream may
     # report "--- Logging error ---" blocks here; they are pytest's, not the program's)
-    err = re.sub(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", capsys.readouterr().err, flags=re.S)
+    err = re.sub(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", capsys.readouterr().err, flags=re.DOTALL)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-3000:]
     assert errors[0].startswith("error: training stopped: the loss became nan at epoch 1")
