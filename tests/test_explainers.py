@@ -158,6 +158,12 @@ def test_integrated_gradients_completeness_gap_is_small(model_name):
         difference = (model(x) - model(torch.zeros_like(x)))[torch.arange(3), targets]
     gap = (attributions.flatten(1).sum(1) - difference).abs()
     assert (gap <= 1e-3 * difference.abs() + 1e-4).all(), (gap, difference)
+    if model_name == "bcos_without_norms":
+        # B-cos layers are positively homogeneous (f(a·x) = a·f(x)): the gradient is the same all
+        # along the path, so Integrated Gradients from zero is Input x Gradient (up to the norms'
+        # epsilon, which matters only for path points very close to zero)
+        input_x_gradient = get_explainer(model, "IxG").attribute(x, targets)
+        assert (attributions - input_x_gradient).abs().max() < 0.05 * input_x_gradient.abs().max()
 
 
 def test_input_x_gradient_and_gradient_relation(tiny_models):

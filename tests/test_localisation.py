@@ -44,6 +44,9 @@ from bcos.optim import LRSchedulerFactory, OptimizerFactory
 
 COLLECTION = "localisation_test"
 EXPERIMENT = "resnet_tiny"
+EPOCHS = 4
+#: the result folder of the last checkpoint: Lightning's epoch index + 1, as in the reference
+EPOCH_DIR = f"epoch_{EPOCHS}"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -255,8 +258,8 @@ def _tiny_digits_config() -> dict:
         criterion=BinaryCrossEntropyLoss(),
         test_criterion=BinaryCrossEntropyLoss(),
         optimizer=OptimizerFactory(name="Adam", lr=1e-2),
-        lr_scheduler=LRSchedulerFactory(name="cosineannealinglr", epochs=3),
-        trainer=dict(max_epochs=3, num_sanity_val_steps=0, enable_model_summary=False),
+        lr_scheduler=LRSchedulerFactory(name="cosineannealinglr", epochs=EPOCHS),
+        trainer=dict(max_epochs=EPOCHS, num_sanity_val_steps=0, enable_model_summary=False),
     )
 
 
@@ -282,47 +285,54 @@ def trained_run(tmp_path_factory):
         yield root / "experiments" / "Digits" / COLLECTION / EXPERIMENT
 
 
-def _analyse(run: Path, *extra: str) -> int:
+def _analyse(run: Path, *extra: str, grids: int = 2) -> int:
     # a model trained for three epochs is rarely confident (sigmoid > 0.5): no confidence threshold
-    argv = ["--save_path", str(run), "--analysis_config", "500_3x3_noconfthresh", "--smooth", "1", "--sample_size", "6"]
-    return localisation_main([*argv, "--batch_size", "18", "--device", "cpu", *extra])
+    argv = ["--save_path", str(run), "--analysis_config", "500_3x3_noconfthresh", "--smooth", "1"]
+    return localisation_main([*argv, "--sample_size", str(grids), "--batch_size", "18", "--device", "cpu", *extra])
+
+
+def out_dir(run: Path, explainer: str, smooth: int = 1, config: str = "default") -> Path:
+    return run / "localisation_analysis" / EPOCH_DIR / "500_3x3_noconfthresh" / explainer / f"smooth-{smooth}" / config
 
 
 def test_localisation_command_end_to_end(trained_run, capsys):
-    assert _analyse(trained_run) == 0
+    assert _analyse(trained_run, grids=6) == 0
     output = capsys.readouterr().out
-    assert "Calculating confidences" in output and "localisation score over 54 targets" in output
+    assert "Calculating confidences" in output
+    summary = json.loads((out_dir(trained_run, "Ours") / "summary.json").read_text())
+    grids = summary["grids"]
+    assert 4 <= grids <= 6 and summary["requested_grids"] == 6
+    assert f"localisation score over {9 * grids} targets" in output
 
     epoch_dirs = [p.name for p in (trained_run / "localisation_analysis").iterdir()]
-    assert epoch_dirs == ["epoch_3"]  # Lightning's last epoch index 2, + 1 as in the reference
-    out = trained_run / "localisation_analysis" / "epoch_3" / "500_3x3_noconfthresh" / "Ours" / "smooth-1" / "default"
+    assert epoch_dirs == [EPOCH_DIR]
+    out = out_dir(trained_run, "Ours")
     scores = np.loadtxt(out / "localisation_metric.np")
-    assert scores.shape == (54,) and ((0 <= scores) & (scores <= 1)).all()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["count"] == 54 and summary["grids"] == 6 and summary["requested_grids"] == 6
+    assert scores.shape == (9 * grids,) and ((0 <= scores) & (scores <= 1)).all()
+    assert summary["count"] == 9 * grids
     assert summary["mean"] == pytest.approx(scores.mean()) and summary["baseline"] == pytest.approx(1 / 9)
     # the B-cos explanation points at the right digit far more often than chance
     assert summary["mean"] > 2 * summary["baseline"], summary
     log = (out / "config.log").read_text()
     assert re.search(r"^explainer_name: Ours$", log, re.M) and re.search(r"^grid_size: 3$", log, re.M)
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    confidences = json.loads((trained_run / "localisation_analysis" / "epoch_3" / "confidences.json").read_text())
+    confidences = json.loads((trained_run / "localisation_analysis" / EPOCH_DIR / "confidences.json").read_text())
     assert confidences["dataset_size"] == 360 and set(confidences["ranking"]) == {str(c) for c in range(10)}
 
     # the second run re-uses the cached confidences, and gets the same grids and scores
-    assert _analyse(trained_run) == 0
+    assert _analyse(trained_run, grids=6) == 0
     assert "Loading stored confidences" in capsys.readouterr().out
     np.testing.assert_allclose(np.loadtxt(out / "localisation_metric.np"), scores, rtol=1e-5, atol=1e-6)
-    assert _analyse(trained_run, "--force_confidence_calculation") == 0
+    assert _analyse(trained_run, "--force_confidence_calculation", grids=1) == 0
     assert "Calculating confidences (forced)" in capsys.readouterr().out
 
 
 def test_localisation_other_explainers_and_options(trained_run):
     assert _analyse(trained_run, "--explainer_name", "GCam", "--smooth", "3") == 0
-    gcam = trained_run / "localisation_analysis" / "epoch_3" / "500_3x3_noconfthresh" / "GCam" / "smooth-3" / "default"
-    assert json.loads((gcam / "summary.json").read_text())["count"] == 54
+    gcam = out_dir(trained_run, "GCam", smooth=3)
+    assert json.loads((gcam / "summary.json").read_text())["count"] == 18
     assert _analyse(trained_run, "--explainer_name", "RISE", "--explainer_option", "n=32", "--explainer_option", "cache_dir=''") == 0
-    rise = trained_run / "localisation_analysis" / "epoch_3" / "500_3x3_noconfthresh" / "RISE" / "smooth-1" / "default+cache_dir=,n=32"
+    rise = out_dir(trained_run, "RISE", config="default+cache_dir=,n=32")
     assert (rise / "localisation_metric.np").is_file()
     assert "explainer_options: {'n': 32, 'cache_dir': ''}" in (rise / "config.log").read_text()
 
@@ -330,7 +340,7 @@ def test_localisation_other_explainers_and_options(trained_run):
 def test_localisation_rescale_config_shrinks_the_images(trained_run):
     argv = ["--save_path", str(trained_run), "--analysis_config", "250_2x2_rescale_noconfthresh", "--smooth", "1"]
     assert localisation_main([*argv, "--sample_size", "2", "--device", "cpu"]) == 0
-    out = trained_run / "localisation_analysis" / "epoch_3" / "250_2x2_rescale_noconfthresh" / "Ours" / "smooth-1" / "default"
+    out = trained_run / "localisation_analysis" / EPOCH_DIR / "250_2x2_rescale_noconfthresh" / "Ours" / "smooth-1" / "default"
     assert json.loads((out / "summary.json").read_text())["count"] == 8
     assert "do_rescale: True" in (out / "config.log").read_text()
 
@@ -386,5 +396,5 @@ def test_submitit_launcher_runs_every_combination(trained_run, tmp_path):
     argv += ["--sample_size", "1", "--device", "cpu", "--timeout_min", "5", "--cluster", "debug"]
     assert submit_main([*argv, "--log_folder", str(tmp_path / "logs")]) == 0
     for smooth in (1, 3):
-        out = trained_run / "localisation_analysis" / "epoch_3" / "500_2x2_noconfthresh" / "Ours" / f"smooth-{smooth}" / "default"
+        out = trained_run / "localisation_analysis" / EPOCH_DIR / "500_2x2_noconfthresh" / "Ours" / f"smooth-{smooth}" / "default"
         assert json.loads((out / "summary.json").read_text())["count"] == 4

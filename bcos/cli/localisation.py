@@ -278,7 +278,7 @@ def run_analysis(args: argparse.Namespace) -> dict[str, Any]:
         plot_scores,
         smooth_attributions,
     )
-    from bcos.explain.methods import explainer_options, get_explainer, get_explainer_class
+    from bcos.explain.methods import explainer_options, get_explainer, get_explainer_config
 
     config = get_localisation_config(args.analysis_config)
     smooth_attributions(torch.zeros(1, 1), args.smooth)  # validates --smooth before anything is loaded
@@ -288,7 +288,7 @@ def run_analysis(args: argparse.Namespace) -> dict[str, Any]:
     if sample_size < 1:
         raise ConfigError(f"--sample_size must be at least 1, got {sample_size}")
     options = _parse_options(args.explainer_option)
-    get_explainer_class(args.explainer_name)  # unknown names fail before the model is loaded
+    get_explainer_config(args.explainer_name, args.explainer_config)  # unknown names fail before loading anything
     device = _device(args.device)
 
     started = time.perf_counter()
@@ -301,7 +301,9 @@ def run_analysis(args: argparse.Namespace) -> dict[str, Any]:
         overrides.setdefault("batch_size", args.batch_size)  # as the reference: the CLI batch size wins
     explainer = get_explainer(model, args.explainer_name, args.explainer_config, **overrides)
 
-    ranking = _load_or_rank(subject, _eval_dataset(subject, args, None), device, args.force_confidence_calculation)
+    # confidences always come from the images at their own size (as in the reference)
+    datamodule = _eval_dataset(subject, args, None)
+    ranking = _load_or_rank(subject, datamodule, device, args.force_confidence_calculation)
     blocks = grid_blocks(ranking, config.grid_size, config.conf_thresh, max_grids=sample_size)
     if len(blocks) < sample_size:
         print(
@@ -314,7 +316,8 @@ def run_analysis(args: argparse.Namespace) -> dict[str, Any]:
             f"no {config.grid_size}x{config.grid_size} grid can be built: fewer than {config.n_imgs} classes have correctly "
             f"classified images with confidence > {config.conf_thresh}; try a _noconfthresh or 2x2 config"
         )
-    datamodule = _eval_dataset(subject, args, config.grid_size if config.do_rescale else None)
+    if config.do_rescale:
+        datamodule = _eval_dataset(subject, args, config.grid_size)
     grids_per_batch = max(1, args.batch_size // config.n_imgs)
 
     def report(done: int, total: int) -> None:
