@@ -1,7 +1,7 @@
 """Durable runs: SIGKILL at several points, resume from ``last.ckpt``, same result as no kill.
 
-Each training runs in its own process (``python tests/test_resume_kill.py child ...``) on a tiny
-CIFAR-10 in the real format with a tiny B-cos CNN (random crops and flips, so the data order and
+Each training runs in its own process (forked from a "zygote" process that imported torch and
+Lightning once, so a training takes seconds) on a tiny CIFAR-10 in the real format with a tiny B-cos CNN (random crops and flips, so the data order and
 augmentations must be resumed exactly too). The child kills itself with SIGKILL at a chosen point:
 in a training step, in a validation step, half-way through writing a checkpoint file, or
 half-way through writing a metrics file. On the CPU with one thread and ``--debug`` (deterministic
@@ -12,6 +12,7 @@ folder that a live training holds is refused without touching the folder.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -130,7 +131,8 @@ def _child(base_directory: str, experiment_name: str, *extra_args: str) -> int:
         buffer = io.BytesIO()
         real_save(obj, buffer, *args, **kwargs)
         data = buffer.getvalue()
-        with open(target, "wb") if isinstance(target, (str, os.PathLike)) else _nullcontext(target) as handle:
+        opened = isinstance(target, (str, os.PathLike))
+        with open(target, "wb") if opened else contextlib.nullcontext(target) as handle:
             handle.write(data[: len(data) // 2])  # half a checkpoint reaches the disk
             handle.flush()
             os.fsync(handle.fileno())
@@ -154,17 +156,6 @@ def _child(base_directory: str, experiment_name: str, *extra_args: str) -> int:
 
     argv = ["--dataset", "CIFAR10", "--base_network", COLLECTION, "--experiment_name", experiment_name]
     return train_main([*argv, "--base_directory", base_directory, "--refresh_rate", "1000", *extra_args])
-
-
-class _nullcontext:
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def __enter__(self):
-        return self.handle
-
-    def __exit__(self, *exc_info) -> None:
-        return None
 
 
 # ------------------------------------------------------------------------------------- the zygote
@@ -223,6 +214,9 @@ class Zygote:
         self.count = 0
         env = {key: value for key, value in os.environ.items() if key not in (KILL_ENV, HOLD_ENV)}
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0")
+        # the bcos of this checkout, whatever is installed
+        repo = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "zygote"],
             stdin=subprocess.PIPE,
