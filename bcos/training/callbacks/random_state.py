@@ -17,13 +17,13 @@ streams from the restored state and its rank, so ranks do not augment in lockste
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 __all__ = ["RandomStateCheckpoint", "capture_random_state", "restore_random_state"]
 
@@ -57,13 +57,6 @@ def restore_random_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda_states)
 
 
-def _rank_from_env() -> int:
-    for key in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    return int(os.environ.get("NODE_RANK", "0") or 0) + int(os.environ.get("LOCAL_RANK", "0") or 0)
-
-
 def _reseed_for_rank(rank: int) -> None:
     # a seed from the restored stream and the rank: deterministic, and different on every rank
     draw = int(torch.randint(0, 2**62, (1,)).item())
@@ -83,6 +76,6 @@ class RandomStateCheckpoint(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the generators (Lightning calls this before the resumed run's first data is drawn)."""
         restore_random_state(state_dict)
-        rank = _rank_from_env()
+        rank = int(getattr(rank_zero_only, "rank", 0) or 0)  # set by Lightning before restoring
         if rank > 0:
             _reseed_for_rank(rank)
