@@ -9,6 +9,12 @@ summed over the channels of each group first, then a window sum (sum-pool) over 
 footprint gives ``sum(x²)`` per patch. Padding modes other than zeros pad that channel-summed map
 with the same mode as the convolution, and dilation uses a ones-kernel convolution on the
 ``groups``-channel map (still only ``groups`` channels, not ``in_channels``).
+
+The default layer (``b=2``, ``max_out=1``) runs as one custom autograd function
+(:class:`_BcosConv2dB2`): it saves only the input, the normalised weight, its output and the patch
+norms, and its backward adds the patch-norm gradient into the convolution's input gradient in
+place. Everything else (other ``b``, MaxOut, hooks on ``.linear``) takes the plain autograd path;
+both compute the same values.
 """
 
 from __future__ import annotations
@@ -17,13 +23,21 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bcos.errors import ConfigError, InputError, unknown_name
-from bcos.modules.bcos_transform import bcos_scale, check_layer_arguments, max_out_reduce
+from bcos.modules.bcos_transform import (
+    autocast_disabled,
+    autocast_dtype,
+    b2_scale_grad,
+    bcos_scale,
+    check_layer_arguments,
+    max_out_reduce,
+)
 from bcos.modules.explanation_mode import DetachableModule
 
 __all__ = ["NormedConv2d", "BcosConv2d", "BcosConv2dWithScale"]
@@ -71,6 +85,152 @@ def _window_padding(
         return tuple(amounts)  # type: ignore[return-value]
     ph, pw = padding  # type: ignore[misc]
     return (pw, pw, ph, ph)
+
+
+def _by_group(t: Tensor, groups: int) -> Tensor:
+    """[N, C, H, W] as [N, G, C/G, H, W] (a view) so per-group maps [N, G, 1, H, W] broadcast."""
+    return t if groups == 1 else t.unflatten(1, (groups, -1))
+
+
+def _group_map(t: Tensor, groups: int) -> Tensor:
+    """A per-group map [N, G, H, W] shaped to broadcast against :func:`_by_group` tensors."""
+    return t if groups == 1 else t.unsqueeze(2)
+
+
+class _BcosConv2dB2(torch.autograd.Function):
+    """B-cos convolution with B = 2 and zero (symmetric) padding, weight normalisation included.
+
+    Forward, with ``P`` the window size (kh·kw) and ``c = P^(-1/4)``:
+    ``ŵ = c·w/||w||``, ``lin = conv(x, ŵ)``, ``inv = rsqrt(window_mean(Σ_c x²) + 1e-6/P)`` and
+    ``out = lin·|lin|·inv``. Since ``c²·sqrt(P) = 1`` this is exactly
+    ``(ŵᵀx)·|ŵᵀx| / sqrt(window_sum(Σ_c x²) + 1e-6)`` with unit-norm filters, but it needs no
+    multiplications by ``P`` (an average pool gives the window mean directly).
+
+    Saved: ``x``, the filters, ``out`` (which the next layer keeps anyway) and ``inv`` (``groups``
+    channels). Backward recovers ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds
+    the patch-norm gradient into the convolution's input gradient in place, and projects the
+    filter gradient onto the unit sphere by hand; few, large element-wise operations.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+        detach: bool,
+    ) -> Tensor:
+        window = kernel_size[0] * kernel_size[1]
+        weight_norm = torch.linalg.vector_norm(weight, dim=(1, 2, 3), keepdim=True)
+        conv_weight = weight * weight_norm.reciprocal().mul_(window**-0.25)
+        device_type = x.device.type
+        cast = autocast_dtype(device_type)
+        if cast is not None:  # what autocast would do inside F.conv2d, so backward sees the same
+            x, conv_weight = x.to(cast), conv_weight.to(cast)
+        with autocast_disabled(device_type, cast is not None):
+            lin = F.conv2d(x, conv_weight, None, stride, padding, dilation, groups)
+            mean_sq = _window_mean(_group_squares(x, groups), kernel_size, stride, padding, dilation)
+            inv_norm = mean_sq.add_(1e-6 / window).rsqrt_()
+            grouped = _by_group(lin, groups)
+            out = grouped.abs().mul_(_group_map(inv_norm, groups).to(lin.dtype)).mul_(grouped)
+            out = out.flatten(1, 2) if groups > 1 else out
+        ctx.save_for_backward(x, weight, conv_weight, weight_norm, out, inv_norm)
+        ctx.conv = (kernel_size, stride, padding, dilation, groups)
+        ctx.detach = detach
+        ctx.device_type = device_type
+        ctx.cast = cast is not None
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, conv_weight, weight_norm, out, inv_norm = ctx.saved_tensors
+        kernel_size, stride, padding, dilation, groups = ctx.conv
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = grad_w = None
+        with autocast_disabled(ctx.device_type, ctx.cast):
+            grad = grad.to(out.dtype)
+            grad_lin = b2_scale_grad(
+                _by_group(out, groups), _group_map(inv_norm, groups), _by_group(grad, groups), ctx.detach
+            )
+            grad_lin = grad_lin.flatten(1, 2) if groups > 1 else grad_lin
+            grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
+                grad_lin, x, conv_weight, None, stride, padding, dilation, False, (0, 0), groups,
+                (need_x, need_w, False),
+            )  # fmt: skip
+            if need_x and not ctx.detach:
+                # out = lin·|lin|·(m + e)^(-1/2), m = window_mean(q), q = Σ_c x²:
+                # dL/dm = -Σ_o(g·out)·inv²/2 and dL/dx = 2x·window_meanᵀ(dL/dm)
+                acc = torch.promote_types(inv_norm.dtype, torch.float32)
+                g_out = (_by_group(grad, groups) * _by_group(out, groups)).sum(
+                    2 if groups > 1 else 1, keepdim=groups == 1, dtype=acc
+                )
+                inv = inv_norm.to(acc)
+                grad_m = g_out.mul_(inv).mul_(inv)  # -2·dL/dm
+                shape = (x.shape[0], groups, x.shape[2], x.shape[3])
+                coef = _window_mean_transposed(grad_m, shape, kernel_size, stride, padding, dilation)
+                _by_group(grad_x, groups).addcmul_(
+                    _by_group(x, groups), _group_map(coef.to(x.dtype), groups), value=-1
+                )
+            if need_w:
+                # ŵ = c·w/n (n = ||w|| per filter): dL/dw = (c/n)·g - (c/n³)·<g, w>·w
+                scale = weight_norm.reciprocal().mul_((kernel_size[0] * kernel_size[1]) ** -0.25)
+                flat = grad_conv_weight.to(weight.dtype).flatten(1)
+                along = torch.bmm(flat.unsqueeze(1), weight.flatten(1).unsqueeze(2)).view_as(scale)
+                along = along.mul_(scale).div_(weight_norm.square()).neg_()
+                grad_w = flat.view_as(weight).mul_(scale).addcmul_(weight, along)
+        return grad_x, grad_w, None, None, None, None, None, None
+
+
+def _group_squares(x: Tensor, groups: int) -> Tensor:
+    """``Σ x²`` over the channels of each group: [N, groups, H, W]."""
+    if groups == 1:
+        return (x * x).sum(1, keepdim=True)
+    return (x * x).unflatten(1, (groups, -1)).sum(2)
+
+
+def _window_mean(
+    q: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """Mean of ``q`` over every window the convolution sees (zeros padded), channel by channel."""
+    if tuple(dilation) != (1, 1):
+        return F.conv2d(q, _mean_kernel(q, kernel_size), None, stride, padding, dilation, q.shape[1])
+    return F.avg_pool2d(q, kernel_size, stride, padding)
+
+
+def _window_mean_transposed(
+    grad: Tensor,
+    input_shape: tuple[int, int, int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """The backward of :func:`_window_mean`."""
+    # both backward ops read only the shape of the forward input, never its values
+    shape_only = grad.new_empty(input_shape)
+    if tuple(dilation) != (1, 1):
+        result, _, _ = torch.ops.aten.convolution_backward(
+            grad, shape_only, _mean_kernel(grad, kernel_size), None, stride, padding, dilation,
+            False, (0, 0), input_shape[1], (True, False, False),
+        )  # fmt: skip
+        return result
+    return torch.ops.aten.avg_pool2d_backward(
+        grad, shape_only, kernel_size, stride, padding, False, True, None
+    )
+
+
+def _mean_kernel(like: Tensor, kernel_size: tuple[int, int]) -> Tensor:
+    """Depthwise kernel averaging each channel over a (dilated) window."""
+    window = kernel_size[0] * kernel_size[1]
+    return torch.full((like.shape[1], 1, *kernel_size), 1.0 / window, dtype=like.dtype, device=like.device)
 
 
 class BcosConv2d(DetachableModule):
@@ -157,6 +317,15 @@ class BcosConv2d(DetachableModule):
                 f"{type(self).__name__} expects a 4D input [N, C, H, W], got shape {tuple(input.shape)}; "
                 "add a batch dimension with x.unsqueeze(0)"
             )
+        if self.b == 2 and self.max_out == 1 and self._fused_path_allowed():
+            conv = self.linear
+            if self._explicit_pad is not None:
+                input = F.pad(input, self._explicit_pad, mode=self._pad_mode)
+            return _BcosConv2dB2.apply(
+                input, conv.weight, conv.kernel_size, conv.stride, self._inner_padding, conv.dilation,
+                self.groups, self.detach,
+            )  # fmt: skip
+
         out = self.linear(input)
         if self.max_out > 1:
             out = max_out_reduce(out, 1, self.out_channels, self.max_out)
@@ -169,6 +338,11 @@ class BcosConv2d(DetachableModule):
         # align each group's norm [N, G, H, W] with its output channels without copying
         out = out.unflatten(1, (self.groups, self.out_channels // self.groups))
         return bcos_scale(out, norm.unsqueeze(2), self.b, self.detach).flatten(1, 2)
+
+    def _fused_path_allowed(self) -> bool:
+        # hooks on the inner convolution only run when it is called as a module
+        conv = self.linear
+        return type(conv) is NormedConv2d and not (conv._forward_hooks or conv._forward_pre_hooks)
 
     def calc_patch_norms(self, input: Tensor) -> Tensor:
         """``sqrt(sum(x²) + 1e-6)`` over every patch the convolution sees, per group.

@@ -4,9 +4,16 @@
 standard deviation ``sqrt(var + eps)``. Without a bias these layers are linear in the input once the
 variance is fixed, so in explanation mode the variance is computed from the detached input (batch
 norms in eval mode use their constant running variance anyway).
+
+The per-channel batch norm in training runs as one custom autograd function built on torch's fused
+batch-norm kernels: ``x·w/σ = BN(x) + μ·w/σ``, and the uncentered gradient is the centered one
+(with mean 0) plus a per-channel constant, so forward and backward cost what ``nn.BatchNorm2d``
+costs.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +33,65 @@ __all__ = [
 ]
 
 
+class _UncenteredBatchNorm(torch.autograd.Function):
+    """Training-mode ``x·w/sqrt(var_c + eps) + b`` over (N, *spatial) with the fused batch-norm kernels.
+
+    Returns the output and the biased batch variance (for the running statistics, not
+    differentiable). With ``detach`` (explanation mode) the variance is a constant in backward.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, detach: bool
+    ) -> tuple[Tensor, Tensor]:
+        out, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
+        # the kernel subtracted the mean: add back mean·w/σ (and the bias) per channel
+        shift = mean * invstd if weight is None else mean * invstd * weight
+        if bias is not None:
+            shift = shift + bias
+        out = out.add_(shift.to(out.dtype).view(1, -1, *([1] * (x.dim() - 2))))
+        var = invstd.pow(-2).sub_(eps)
+        ctx.mark_non_differentiable(var)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.detach = detach
+        ctx.has_bias = bias is not None
+        return out, var
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _grad_var: Tensor | None) -> tuple[Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dims = [0, *range(2, x.dim())]
+        view = (1, -1, *([1] * (x.dim() - 2)))
+        grad_x = grad_w = grad_b = None
+        if ctx.detach:
+            scale = invstd if weight is None else invstd * weight
+            if need_x:
+                grad_x = grad * scale.to(grad.dtype).view(view)
+            if need_w:
+                grad_w = (grad * x).sum(dims, dtype=invstd.dtype).mul_(invstd)
+            if need_b:
+                grad_b = grad.sum(dims, dtype=invstd.dtype)
+        else:
+            # centered backward with mean 0 gives g·w/σ - x·w/σ³·mean(g·x) - w/σ·mean(g); the
+            # uncentered gradient g·w/σ - (x - μ)·w/σ³·mean(g·x) differs by the per-channel
+            # constant w/σ·(mean(g) + μ/σ²·mean(g·x))
+            grad_x, grad_w0, grad_b = torch.ops.aten.native_batch_norm_backward(
+                grad, x, weight, None, None, torch.zeros_like(mean), invstd, True, ctx.eps,
+                [need_x, True, True],
+            )  # fmt: skip
+            if need_x:
+                count = grad.numel() // grad.shape[1]
+                shift = grad_b + mean * invstd * grad_w0  # grad_w0 = Σ g·x / σ
+                shift = shift * invstd if weight is None else shift * invstd * weight
+                grad_x = grad_x.add_(shift.div_(count).to(grad_x.dtype).view(view))
+            grad_w = grad_w0 if need_w else None
+        if not need_b:
+            grad_b = None
+        return grad_x, grad_w, grad_b, None, None
+
+
 class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
     """Batch-norm bookkeeping (running variance, momentum, counters) for uncentered batch norms.
 
@@ -43,6 +109,13 @@ class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked)
+
+        if self._variance_dims == (0, 2, 3) and (self.training or self.running_var is None):
+            out, var = _UncenteredBatchNorm.apply(input, self.weight, self.bias, self.eps, self.detach)
+            if update:
+                with torch.no_grad():
+                    self.running_var.copy_((1 - factor) * self.running_var + factor * var)
+            return out
 
         if self.training or self.running_var is None:
             source = input.detach() if self.detach else input
