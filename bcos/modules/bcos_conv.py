@@ -100,16 +100,14 @@ def _group_map(t: Tensor, groups: int) -> Tensor:
 class _BcosConv2dB2(torch.autograd.Function):
     """B-cos convolution with B = 2 and zero (symmetric) padding, weight normalisation included.
 
-    Forward, with ``P`` the window size (kh·kw) and ``c = P^(-1/4)``:
-    ``ŵ = c·w/||w||``, ``lin = conv(x, ŵ)``, ``inv = rsqrt(window_mean(Σ_c x²) + 1e-6/P)`` and
-    ``out = lin·|lin|·inv``. Since ``c²·sqrt(P) = 1`` this is exactly
-    ``(ŵᵀx)·|ŵᵀx| / sqrt(window_sum(Σ_c x²) + 1e-6)`` with unit-norm filters, but it needs no
-    multiplications by ``P`` (an average pool gives the window mean directly).
+    Forward: ``ŵ = w/||w||`` per filter, ``lin = conv(x, ŵ)``,
+    ``inv = 1/sqrt(window_sum(Σ_c x²) + 1e-6)`` per group and ``out = lin·|lin|·inv``.
 
-    Saved: ``x``, the filters, ``out`` (which the next layer keeps anyway) and ``inv`` (``groups``
-    channels). Backward recovers ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds
-    the patch-norm gradient into the convolution's input gradient in place, and projects the
-    filter gradient onto the unit sphere by hand; few, large element-wise operations.
+    Saved: ``x`` and ``w`` (as a plain convolution; ``ŵ`` is recomputed), ``out`` (which the next
+    layer keeps anyway), ``inv`` (``groups`` channels) and the filter norms. Backward recovers
+    ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds the patch-norm gradient into
+    the convolution's input gradient in place, and projects the filter gradient onto the unit
+    sphere by hand: few, large element-wise operations.
     """
 
     @staticmethod
@@ -124,22 +122,24 @@ class _BcosConv2dB2(torch.autograd.Function):
         groups: int,
         detach: bool,
     ) -> Tensor:
-        window = kernel_size[0] * kernel_size[1]
         weight_norm = torch.linalg.vector_norm(weight, dim=(1, 2, 3), keepdim=True)
-        conv_weight = weight * weight_norm.reciprocal().mul_(window**-0.25)
+        conv_weight = weight / weight_norm
         device_type = x.device.type
         cast = autocast_dtype(device_type)
         if cast is not None:  # what autocast would do inside F.conv2d, so backward sees the same
             x, conv_weight = x.to(cast), conv_weight.to(cast)
+        window = (kernel_size, stride, padding, dilation)
         with autocast_disabled(device_type, cast is not None):
             lin = F.conv2d(x, conv_weight, None, stride, padding, dilation, groups)
-            mean_sq = _window_mean(_group_squares(x, groups), kernel_size, stride, padding, dilation)
-            inv_norm = mean_sq.add_(1e-6 / window).rsqrt_()
+            inv_norm = _window_sum(_group_squares(x, groups), *window).add_(1e-6).rsqrt_()
             grouped = _by_group(lin, groups)
             out = grouped.abs().mul_(_group_map(inv_norm, groups).to(lin.dtype)).mul_(grouped)
             out = out.flatten(1, 2) if groups > 1 else out
-        ctx.save_for_backward(x, weight, conv_weight, weight_norm, out, inv_norm)
-        ctx.conv = (kernel_size, stride, padding, dilation, groups)
+        # the float filters are recomputed in backward rather than kept (a copy of every weight);
+        # an autocast copy is kept, as autocast does for a plain convolution
+        kept = conv_weight if cast is not None else None
+        ctx.save_for_backward(x, weight, kept, weight_norm, out, inv_norm)
+        ctx.conv = (window, groups)
         ctx.detach = detach
         ctx.device_type = device_type
         ctx.cast = cast is not None
@@ -148,40 +148,44 @@ class _BcosConv2dB2(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, conv_weight, weight_norm, out, inv_norm = ctx.saved_tensors
-        kernel_size, stride, padding, dilation, groups = ctx.conv
+        window, groups = ctx.conv
+        kernel_size, stride, padding, dilation = window
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = grad_w = None
+        if conv_weight is None:
+            conv_weight = weight / weight_norm
         with autocast_disabled(ctx.device_type, ctx.cast):
             grad = grad.to(out.dtype)
+            grouped_grad, grouped_out = _by_group(grad, groups), _by_group(out, groups)
+            product = coef = None
+            if need_x and not ctx.detach:
+                # out = lin·|lin|·(s + eps)^(-1/2), s = window_sum(q), q = Σ_c x²:
+                # dL/ds = -Σ_o(g·out)·inv²/2 and dL/dx = 2x·window_sumᵀ(dL/ds)
+                acc = torch.promote_types(inv_norm.dtype, torch.float32)
+                product = grouped_grad * grouped_out
+                g_out = product.sum(2 if groups > 1 else 1, keepdim=groups == 1, dtype=acc)
+                inv = inv_norm.to(acc)
+                minus_two_grad_s = g_out.mul_(inv).mul_(inv)
+                coef = _window_sum_transposed(minus_two_grad_s, x.shape[-2:], *window)
+            # the product is not needed any more: its memory takes the gradient of lin
             grad_lin = b2_scale_grad(
-                _by_group(out, groups), _group_map(inv_norm, groups), _by_group(grad, groups), ctx.detach
+                grouped_out, _group_map(inv_norm, groups), grouped_grad, ctx.detach, buffer=product
             )
             grad_lin = grad_lin.flatten(1, 2) if groups > 1 else grad_lin
             grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
                 grad_lin, x, conv_weight, None, stride, padding, dilation, False, (0, 0), groups,
                 (need_x, need_w, False),
             )  # fmt: skip
-            if need_x and not ctx.detach:
-                # out = lin·|lin|·(m + e)^(-1/2), m = window_mean(q), q = Σ_c x²:
-                # dL/dm = -Σ_o(g·out)·inv²/2 and dL/dx = 2x·window_meanᵀ(dL/dm)
-                acc = torch.promote_types(inv_norm.dtype, torch.float32)
-                g_out = (_by_group(grad, groups) * _by_group(out, groups)).sum(
-                    2 if groups > 1 else 1, keepdim=groups == 1, dtype=acc
-                )
-                inv = inv_norm.to(acc)
-                grad_m = g_out.mul_(inv).mul_(inv)  # -2·dL/dm
-                shape = (x.shape[0], groups, x.shape[2], x.shape[3])
-                coef = _window_mean_transposed(grad_m, shape, kernel_size, stride, padding, dilation)
+            if coef is not None:
                 _by_group(grad_x, groups).addcmul_(
                     _by_group(x, groups), _group_map(coef.to(x.dtype), groups), value=-1
                 )
             if need_w:
-                # ŵ = c·w/n (n = ||w|| per filter): dL/dw = (c/n)·g - (c/n³)·<g, w>·w
-                scale = weight_norm.reciprocal().mul_((kernel_size[0] * kernel_size[1]) ** -0.25)
+                # ŵ = w/n (n = ||w|| per filter): dL/dw = (g - ŵ·<g, ŵ>)/n
+                unit = weight / weight_norm
                 flat = grad_conv_weight.to(weight.dtype).flatten(1)
-                along = torch.bmm(flat.unsqueeze(1), weight.flatten(1).unsqueeze(2)).view_as(scale)
-                along = along.mul_(scale).div_(weight_norm.square()).neg_()
-                grad_w = flat.view_as(weight).mul_(scale).addcmul_(weight, along)
+                along = torch.bmm(flat.unsqueeze(1), unit.flatten(1).unsqueeze(2)).view_as(weight_norm)
+                grad_w = flat.view_as(weight).addcmul_(unit, along, value=-1).div_(weight_norm)
         return grad_x, grad_w, None, None, None, None, None, None
 
 
@@ -192,45 +196,75 @@ def _group_squares(x: Tensor, groups: int) -> Tensor:
     return (x * x).unflatten(1, (groups, -1)).sum(2)
 
 
-def _window_mean(
+def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _tap(start: int, count: int, stride: int) -> slice:
+    """Positions ``start, start + stride, ...`` (``count`` of them) of one kernel tap."""
+    return slice(start, start + stride * (count - 1) + 1, stride)
+
+
+def _window_sum(
     q: Tensor,
     kernel_size: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
+    pooled: bool | None = None,
 ) -> Tensor:
-    """Mean of ``q`` over every window the convolution sees (zeros padded), channel by channel."""
-    if tuple(dilation) != (1, 1):
-        return F.conv2d(q, _mean_kernel(q, kernel_size), None, stride, padding, dilation, q.shape[1])
-    return F.avg_pool2d(q, kernel_size, stride, padding)
+    """Sum of ``q`` [N, G, H, W] over every window the convolution sees (zeros padded).
+
+    ``pooled``: use ``avg_pool2d`` (one kernel; the default off the CPU when there is no
+    dilation) instead of shifted slice additions (the default on the CPU).
+    """
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    if pooled is None:
+        pooled = q.device.type != "cpu" and (dh, dw) == (1, 1)
+    if pooled:
+        return F.avg_pool2d(q, kernel_size, stride, padding).mul_(kh * kw)
+    # On CPU, avg_pool2d costs as much as several passes over the full activation; the window is
+    # separable, so two rounds of shifted (strided) slice additions are far cheaper.
+    h_out = _out_size(q.shape[-2], kh, sh, ph, dh)
+    w_out = _out_size(q.shape[-1], kw, sw, pw, dw)
+    if ph or pw:
+        q = F.pad(q, (pw, pw, ph, ph))
+    rows = q[..., _tap(0, w_out, sw)].clone()
+    for j in range(1, kw):
+        rows.add_(q[..., _tap(j * dw, w_out, sw)])
+    sums = rows[..., _tap(0, h_out, sh), :].clone()
+    for i in range(1, kh):
+        sums.add_(rows[..., _tap(i * dh, h_out, sh), :])
+    return sums
 
 
-def _window_mean_transposed(
+def _window_sum_transposed(
     grad: Tensor,
-    input_shape: tuple[int, int, int, int],
+    input_size: tuple[int, int],
     kernel_size: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
+    pooled: bool | None = None,
 ) -> Tensor:
-    """The backward of :func:`_window_mean`."""
-    # both backward ops read only the shape of the forward input, never its values
-    shape_only = grad.new_empty(input_shape)
-    if tuple(dilation) != (1, 1):
-        result, _, _ = torch.ops.aten.convolution_backward(
-            grad, shape_only, _mean_kernel(grad, kernel_size), None, stride, padding, dilation,
-            False, (0, 0), input_shape[1], (True, False, False),
-        )  # fmt: skip
-        return result
-    return torch.ops.aten.avg_pool2d_backward(
-        grad, shape_only, kernel_size, stride, padding, False, True, None
-    )
-
-
-def _mean_kernel(like: Tensor, kernel_size: tuple[int, int]) -> Tensor:
-    """Depthwise kernel averaging each channel over a (dilated) window."""
-    window = kernel_size[0] * kernel_size[1]
-    return torch.full((like.shape[1], 1, *kernel_size), 1.0 / window, dtype=like.dtype, device=like.device)
+    """The backward of :func:`_window_sum`: each input position gets the sum over its windows."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    height, width = input_size
+    n, g, h_out, w_out = grad.shape
+    if pooled is None:
+        pooled = grad.device.type != "cpu" and (dh, dw) == (1, 1)
+    if pooled:
+        shape_only = grad.new_empty((n, g, height, width))  # the op reads only its shape
+        return torch.ops.aten.avg_pool2d_backward(
+            grad, shape_only, kernel_size, stride, padding, False, True, None
+        ).mul_(kh * kw)
+    rows = grad.new_zeros((n, g, height + 2 * ph, w_out))
+    for i in range(kh):
+        rows[..., _tap(i * dh, h_out, sh), :] += grad
+    result = grad.new_zeros((n, g, height + 2 * ph, width + 2 * pw))
+    for j in range(kw):
+        result[..., _tap(j * dw, w_out, sw)] += rows
+    return result[..., ph : ph + height, pw : pw + width]
 
 
 class BcosConv2d(DetachableModule):

@@ -46,15 +46,18 @@ def autocast_disabled(device_type: str, active: bool) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
-def b2_scale_grad(out: Tensor, inv_norm: Tensor, grad: Tensor, detach: bool) -> Tensor:
+def b2_scale_grad(
+    out: Tensor, inv_norm: Tensor, grad: Tensor, detach: bool, buffer: Tensor | None = None
+) -> Tensor:
     """Gradient of ``out = lin·|lin|/norm`` with respect to ``lin``, from the output alone.
 
     ``d out / d lin = 2|lin|/norm = 2·sqrt(|out|/norm)``; in explanation mode the scale is a constant
-    and the derivative is ``|lin|/norm = sqrt(|out|/norm)``. ``inv_norm`` (``1/norm``, or any ``k/norm`` with ``out`` scaled to match) must
-    broadcast against ``out``.
+    and the derivative is ``|lin|/norm = sqrt(|out|/norm)``. ``inv_norm`` (``1/norm``) must
+    broadcast against ``out``. ``buffer`` (shaped like ``out``, contents not needed any more)
+    receives the result instead of a new tensor.
     """
-    factor = inv_norm if detach else inv_norm * 4
-    return torch.mul(out, factor.to(out.dtype)).abs_().sqrt_().mul_(grad)
+    factor = (inv_norm if detach else inv_norm * 4).to(out.dtype)
+    return torch.mul(out, factor, out=buffer).abs_().sqrt_().mul_(grad)
 
 
 class _B2Transform(torch.autograd.Function):

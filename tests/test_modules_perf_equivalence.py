@@ -1,0 +1,350 @@
+"""The fast paths of the B-cos layers and uncentered batch norm against straightforward formulations.
+
+The references here are written the obvious way with plain autograd (patch norms by a ones-kernel
+convolution on x², the cosine scale as ``|lin| / norm``, the variance with ``Tensor.var``), in
+float64, and compared forward and backward (input and parameter gradients), in training and in
+explanation mode, where the dynamic scale and the variance are constants.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bcos.modules import BcosConv2d, BcosLinear, explanation_mode
+from bcos.modules.bcos_conv import _window_sum, _window_sum_transposed
+from bcos.modules.bcos_transform import bcos_scale
+from bcos.modules.norms import BatchNormUncentered2d, NoBias, Unaffine
+
+
+def reference_bcos_conv(layer: BcosConv2d, x: torch.Tensor, detach: bool) -> torch.Tensor:
+    """``|lin| / ||patch|| · lin`` with autograd through every step (B = 2, no MaxOut)."""
+    conv = layer.linear
+    weight = conv.weight / conv.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    pads = _pads(conv)
+    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+    xp = F.pad(x, pads, mode=mode)
+    lin = F.conv2d(xp, weight, None, conv.stride, 0, conv.dilation, conv.groups)
+    ones = torch.ones(conv.groups, x.shape[1] // conv.groups, *conv.kernel_size, dtype=x.dtype)
+    sums = F.conv2d(xp * xp, ones, None, conv.stride, 0, conv.dilation, conv.groups)
+    norm = (sums + 1e-6).sqrt().repeat_interleave(layer.out_channels // conv.groups, dim=1)
+    scale = lin.abs() / norm
+    if detach:
+        scale = scale.detach()
+    return scale * lin
+
+
+def _pads(conv: torch.nn.Conv2d) -> list[int]:
+    if conv.padding == "same":
+        pads: list[int] = []
+        for k, d in zip(reversed(conv.kernel_size), reversed(conv.dilation)):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return pads
+    ph, pw = conv.padding
+    return [pw, pw, ph, ph]
+
+
+CONV_CASES = [
+    dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2),
+    dict(in_channels=4, out_channels=4, kernel_size=3, padding=1, groups=4),
+    dict(in_channels=3, out_channels=4, kernel_size=1),
+    dict(in_channels=3, out_channels=4, kernel_size=(3, 5), stride=(2, 1), padding=(1, 2)),
+    dict(in_channels=6, out_channels=8, kernel_size=7, stride=2, padding=3),  # an ImageNet stem
+    dict(in_channels=4, out_channels=4, kernel_size=3, padding=2, dilation=2, groups=2),
+    dict(in_channels=3, out_channels=4, kernel_size=4, padding="same"),  # asymmetric padding
+    dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(in_channels=3, out_channels=4, kernel_size=2, padding=2),  # padding beyond half the kernel
+]
+
+
+def _case_id(kwargs: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+@pytest.mark.parametrize("kwargs", CONV_CASES, ids=_case_id)
+def test_fused_conv_matches_reference_forward_and_backward(kwargs, explain):
+    torch.manual_seed(0)
+    layer = BcosConv2d(**kwargs).double()
+    reference = copy.deepcopy(layer)
+    x = torch.randn(2, kwargs["in_channels"], 9, 8, dtype=torch.double)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    layer.set_explanation_mode(explain)
+    out = layer(x_a)
+    expected = reference_bcos_conv(reference, x_b, detach=explain)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x_a.grad, x_b.grad)
+    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+
+
+def test_fused_conv_passes_gradcheck():
+    torch.manual_seed(0)
+    layer = BcosConv2d(3, 4, 3, stride=2, padding=1).double()
+    x = torch.randn(2, 3, 6, 5, dtype=torch.double, requires_grad=True)
+    weight = layer.linear.weight.detach().clone().requires_grad_(True)
+
+    def run(inputs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(layer, {"linear.weight": w}, (inputs,))
+
+    assert torch.autograd.gradcheck(run, (x, weight))
+
+
+def test_hooks_on_the_inner_conv_take_the_plain_path_with_the_same_result():
+    torch.manual_seed(0)
+    fused = BcosConv2d(4, 5, 3, padding=1)
+    plain = copy.deepcopy(fused)
+    calls = []
+    plain.linear.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(2, 4, 7, 7)
+    torch.testing.assert_close(fused(x), plain(x))
+    assert calls == [1]
+
+
+def test_fused_conv_on_channels_last_inputs():
+    torch.manual_seed(0)
+    layer = BcosConv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 6, 6)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x = x.requires_grad_(True)
+    out, out_cl = layer(x), layer(x_cl)
+    torch.testing.assert_close(out_cl, out)
+    out.sum().backward()
+    out_cl.sum().backward()
+    torch.testing.assert_close(x_cl.grad, x.grad)
+
+
+WINDOWS = [
+    ((3, 3), (1, 1), (1, 1), (1, 1)),
+    ((3, 3), (2, 2), (1, 1), (1, 1)),
+    ((7, 7), (2, 2), (3, 3), (1, 1)),
+    ((1, 1), (2, 2), (0, 0), (1, 1)),
+    ((3, 5), (2, 1), (1, 2), (1, 1)),
+    ((2, 2), (1, 1), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+def test_window_sum_slices_equal_the_pooling_path_and_its_transpose_is_the_adjoint(window):
+    torch.manual_seed(0)
+    q = torch.rand(2, 3, 11, 10, dtype=torch.double)
+    sliced = _window_sum(q, *window, pooled=False)
+    pooled = _window_sum(q, *window, pooled=True)
+    kernel, stride, padding, dilation = window
+    direct = F.conv2d(q, torch.ones(3, 1, *kernel, dtype=q.dtype), None, stride, padding, dilation, 3)
+    torch.testing.assert_close(sliced, direct)
+    torch.testing.assert_close(pooled, direct)
+    g = torch.randn_like(direct)
+    for pooled_flag in (False, True):
+        transposed = _window_sum_transposed(g, q.shape[-2:], *window, pooled=pooled_flag)
+        assert transposed.shape == q.shape
+        # <W q, g> == <q, Wᵀ g>
+        torch.testing.assert_close((direct * g).sum(), (q * transposed).sum())
+
+
+def test_dilated_window_sum_and_adjoint():
+    torch.manual_seed(0)
+    q = torch.rand(1, 2, 9, 9, dtype=torch.double)
+    window = ((3, 3), (1, 2), (2, 1), (2, 3))
+    direct = F.conv2d(q, torch.ones(2, 1, 3, 3, dtype=q.dtype), None, (1, 2), (2, 1), (2, 3), 2)
+    torch.testing.assert_close(_window_sum(q, *window), direct)
+    g = torch.randn_like(direct)
+    transposed = _window_sum_transposed(g, q.shape[-2:], *window)
+    torch.testing.assert_close((direct * g).sum(), (q * transposed).sum())
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+def test_b2_transform_matches_plain_formula_with_broadcast_norms(explain):
+    torch.manual_seed(0)
+    lin = torch.randn(2, 3, 4, 5, 5, dtype=torch.double)  # grouped layout [N, G, O/G, H, W]
+    norm = torch.rand(2, 3, 1, 5, 5, dtype=torch.double) + 0.5
+    lin_a, norm_a = lin.clone().requires_grad_(True), norm.clone().requires_grad_(True)
+    lin_b, norm_b = lin.clone().requires_grad_(True), norm.clone().requires_grad_(True)
+    out = bcos_scale(lin_a, norm_a, 2, explain)
+    scale = lin_b.abs() / norm_b
+    expected = (scale.detach() if explain else scale) * lin_b
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(lin_a.grad, lin_b.grad)
+    if explain:
+        assert norm_a.grad is None or torch.all(norm_a.grad == 0)
+    else:
+        torch.testing.assert_close(norm_a.grad, norm_b.grad)
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+def test_linear_and_maxout_conv_use_the_transform_correctly(explain):
+    torch.manual_seed(0)
+    linear = BcosLinear(6, 4).double()
+    x = torch.randn(3, 2, 6, dtype=torch.double, requires_grad=True)
+    with explanation_mode(linear) if explain else torch.enable_grad():
+        out = linear(x)
+    weight = linear.linear.weight / linear.linear.weight.norm(dim=1, keepdim=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    lin = x_ref @ weight.T
+    scale = lin.abs() / (x_ref.norm(dim=-1, keepdim=True) + 1e-12)
+    expected = (scale.detach() if explain else scale) * lin
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+    conv = BcosConv2d(3, 2, 3, padding=1, max_out=2).double()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    conv.set_explanation_mode(explain)
+    out = conv(x)
+    x_ref = x.detach().clone().requires_grad_(True)
+    weight = conv.linear.weight / conv.linear.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    lin = F.conv2d(x_ref, weight, padding=1).unflatten(1, (2, 2)).amax(2)
+    norm = (F.conv2d(x_ref * x_ref, torch.ones(1, 3, 3, 3, dtype=x.dtype), padding=1) + 1e-6).sqrt()
+    scale = lin.abs() / norm
+    expected = (scale.detach() if explain else scale) * lin
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+def _reference_bnu(x, weight, bias, eps, detach):
+    source = x.detach() if detach else x
+    var = source.var(dim=(0, 2, 3), correction=0).view(1, -1, 1, 1)
+    out = x / (var + eps).sqrt()
+    if weight is not None:
+        out = out * weight.view(1, -1, 1, 1)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(
+    "make", [BatchNormUncentered2d, NoBias(BatchNormUncentered2d), Unaffine(BatchNormUncentered2d)],
+    ids=["affine", "nobias", "unaffine"],
+)  # fmt: skip
+def test_fused_uncentered_batch_norm_matches_formula(make, channels_last, explain):
+    torch.manual_seed(0)
+    layer = make(3, momentum=0.5).double()
+    if layer.weight is not None:
+        torch.nn.init.uniform_(layer.weight, 0.5, 2.0)
+    if layer.bias is not None:
+        torch.nn.init.uniform_(layer.bias, -1.0, 1.0)
+    params = [p.detach().clone().requires_grad_(True) if p is not None else None for p in (layer.weight, layer.bias)]
+    x = torch.randn(4, 3, 5, 5, dtype=torch.double) * 2 + 3  # a large mean: uncentered matters
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    layer.set_explanation_mode(explain)
+    out = layer(x_a)
+    expected = _reference_bnu(x_b, *params, layer.eps, explain)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x_a.grad, x_b.grad)
+    for ours, theirs in zip((layer.weight, layer.bias), params):
+        if ours is not None:
+            torch.testing.assert_close(ours.grad, theirs.grad)
+    var = x.var(dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(layer.running_var, 0.5 + 0.5 * var)
+
+
+def test_fused_uncentered_batch_norm_gradcheck():
+    torch.manual_seed(0)
+    layer = BatchNormUncentered2d(2).double()
+    torch.nn.init.uniform_(layer.weight, 0.5, 2.0)
+    x = torch.randn(3, 2, 3, 3, dtype=torch.double, requires_grad=True) + 1
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+def test_fast_paths_keep_no_extra_activations_for_backward():
+    """Conv + uncentered norm keep the input, the conv output (shared) and small maps only."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(BcosConv2d(8, 16, 3, padding=1), NoBias(BatchNormUncentered2d)(16))
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    activations = {ptr: n for ptr, n in storages.items() if ptr not in params}
+    full = [n for n in activations.values() if n >= out.numel() * 4 // 2]
+    # the input and the B-cos output (kept once, shared by both layers)
+    assert sorted(full) == sorted([x.numel() * 4, out.numel() * 4])
+    small = sum(activations.values()) - sum(full)
+    assert small <= out.numel() * 4 // 8  # patch norms and per-channel statistics
+
+
+def test_bfloat16_autocast_stays_in_bfloat16_and_matches_float32():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(BcosConv2d(8, 8, 3, padding=1), NoBias(BatchNormUncentered2d)(8))
+    x = torch.randn(2, 8, 6, 6)
+    x16 = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = model(x16)
+    assert out16.dtype == torch.bfloat16
+    out16.float().square().sum().backward()
+    grad16 = model[0].linear.weight.grad.clone()
+    model.zero_grad()
+    x32 = x.clone().requires_grad_(True)
+    out32 = model(x32)
+    out32.square().sum().backward()
+    assert x16.grad.dtype == torch.float32
+    torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
+    # bf16 rounding alone gives errors of a few percent here (the plain autograd path too)
+    assert (x16.grad - x32.grad).abs().max() <= 0.1 * x32.grad.abs().max()
+    assert (grad16 - model[0].linear.weight.grad).abs().max() <= 0.1 * grad16.abs().max()
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    """No graph breaks in the fused layers (aot_eager: traced by dynamo and AOTAutograd, no C++ build)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(BcosConv2d(4, 4, 3, padding=1), NoBias(BatchNormUncentered2d)(4))
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 4, 5, 5)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = compiled(x_a)
+    expected = eager(x_b)
+    torch.testing.assert_close(out, expected)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    torch.testing.assert_close(x_a.grad, x_b.grad)
+    torch.testing.assert_close(model[0].linear.weight.grad, eager[0].linear.weight.grad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kwargs", CONV_CASES[:4] + CONV_CASES[6:8], ids=_case_id)
+def test_fused_conv_on_cuda_matches_the_reference(kwargs):
+    torch.manual_seed(0)
+    layer = BcosConv2d(**kwargs).double()
+    reference = copy.deepcopy(layer)
+    layer.cuda()
+    x = torch.randn(2, kwargs["in_channels"], 9, 8, dtype=torch.double)
+    x_gpu, x_cpu = x.cuda().requires_grad_(True), x.clone().requires_grad_(True)
+    out = layer(x_gpu)
+    expected = reference_bcos_conv(reference, x_cpu, detach=False)
+    torch.testing.assert_close(out.cpu(), expected)
+    grad = torch.randn_like(expected)
+    out.backward(grad.cuda())
+    expected.backward(grad)
+    torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad)
+    torch.testing.assert_close(layer.linear.weight.grad.cpu(), reference.linear.weight.grad)
