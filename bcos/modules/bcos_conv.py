@@ -215,12 +215,16 @@ def _window_sum(
 ) -> Tensor:
     """Sum of ``q`` [N, G, H, W] over every window the convolution sees (zeros padded).
 
-    ``pooled``: use ``avg_pool2d`` (one kernel; the default off the CPU when there is no
-    dilation) instead of shifted slice additions (the default on the CPU).
+    ``pooled``: use ``avg_pool2d`` (one kernel; the default off the CPU) instead of shifted
+    slice additions (the default on the CPU). Dilated windows use a ones-kernel convolution over
+    the ``groups`` channels.
     """
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    if (dh, dw) != (1, 1):
+        ones = torch.ones((q.shape[1], 1, kh, kw), dtype=q.dtype, device=q.device)
+        return F.conv2d(q, ones, None, stride, padding, dilation, q.shape[1])
     if pooled is None:
-        pooled = q.device.type != "cpu" and (dh, dw) == (1, 1)
+        pooled = q.device.type != "cpu"
     if pooled:
         return F.avg_pool2d(q, kernel_size, stride, padding).mul_(kh * kw)
     # On CPU, avg_pool2d costs as much as several passes over the full activation; the window is
@@ -231,10 +235,10 @@ def _window_sum(
         q = F.pad(q, (pw, pw, ph, ph))
     rows = q[..., _tap(0, w_out, sw)].clone()
     for j in range(1, kw):
-        rows.add_(q[..., _tap(j * dw, w_out, sw)])
+        rows.add_(q[..., _tap(j, w_out, sw)])
     sums = rows[..., _tap(0, h_out, sh), :].clone()
     for i in range(1, kh):
-        sums.add_(rows[..., _tap(i * dh, h_out, sh), :])
+        sums.add_(rows[..., _tap(i, h_out, sh), :])
     return sums
 
 
@@ -251,8 +255,17 @@ def _window_sum_transposed(
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     height, width = input_size
     n, g, h_out, w_out = grad.shape
+    if (dh, dw) != (1, 1):
+        # the convolution's input gradient reads only the shape of its input, never its values
+        shape_only = grad.new_empty((n, g, height, width))
+        ones = torch.ones((g, 1, kh, kw), dtype=grad.dtype, device=grad.device)
+        result, _, _ = torch.ops.aten.convolution_backward(
+            grad, shape_only, ones, None, stride, padding, dilation, False, (0, 0), g,
+            (True, False, False),
+        )  # fmt: skip
+        return result
     if pooled is None:
-        pooled = grad.device.type != "cpu" and (dh, dw) == (1, 1)
+        pooled = grad.device.type != "cpu"
     if pooled:
         shape_only = grad.new_empty((n, g, height, width))  # the op reads only its shape
         return torch.ops.aten.avg_pool2d_backward(
@@ -260,10 +273,10 @@ def _window_sum_transposed(
         ).mul_(kh * kw)
     rows = grad.new_zeros((n, g, height + 2 * ph, w_out))
     for i in range(kh):
-        rows[..., _tap(i * dh, h_out, sh), :] += grad
+        rows[..., _tap(i, h_out, sh), :] += grad
     result = grad.new_zeros((n, g, height + 2 * ph, width + 2 * pw))
     for j in range(kw):
-        result[..., _tap(j * dw, w_out, sw)] += rows
+        result[..., _tap(j, w_out, sw)] += rows
     return result[..., ph : ph + height, pw : pw + width]
 
 
