@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from bcos.modules import BcosConv2d
 from benchmarks import cases, standard_models
 from benchmarks.timing import interleaved, median
-from bcos.modules import BcosConv2d
 
 
 @dataclass

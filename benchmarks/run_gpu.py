@@ -133,7 +133,7 @@ def training_rows(
 
 
 def explanation_rows(batch: int, explain_batch: int, steps: int, device: torch.device) -> tuple[list[Row], dict]:
-    images, bcos_images, targets = _inputs(batch, device)
+    _, bcos_images, targets = _inputs(batch, device)
     model = cases.bcos_imagenet_resnet(50).to(device, memory_format=torch.channels_last)
     train = cases.train_step(model, bcos_images, targets, True, amp_dtype=torch.bfloat16)
     explainer = cases.bcos_imagenet_resnet(50).to(device, memory_format=torch.channels_last).eval()

@@ -111,17 +111,20 @@ def test_hooks_on_the_inner_conv_take_the_plain_path_with_the_same_result():
     assert calls == [1]
 
 
-def test_fused_conv_on_channels_last_inputs():
+def test_fused_conv_on_channels_last_inputs_and_weights():
     torch.manual_seed(0)
     layer = BcosConv2d(8, 8, 3, padding=1)
+    layer_cl = copy.deepcopy(layer).to(memory_format=torch.channels_last)
+    assert not layer_cl.linear.weight.is_contiguous()
     x = torch.randn(2, 8, 6, 6)
     x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
     x = x.requires_grad_(True)
-    out, out_cl = layer(x), layer(x_cl)
+    out, out_cl = layer(x), layer_cl(x_cl)
     torch.testing.assert_close(out_cl, out)
     out.sum().backward()
     out_cl.sum().backward()
     torch.testing.assert_close(x_cl.grad, x.grad)
+    torch.testing.assert_close(layer_cl.linear.weight.grad, layer.linear.weight.grad)
 
 
 WINDOWS = [

@@ -5,16 +5,17 @@
 reference's weights load unchanged.
 
 The patch norms ``||x||`` are computed without a second full convolution: the squared input is
-summed over the channels of each group first, then a window sum (sum-pool) over the kernel's
-footprint gives ``sum(x²)`` per patch. Padding modes other than zeros pad that channel-summed map
-with the same mode as the convolution, and dilation uses a ones-kernel convolution on the
-``groups``-channel map (still only ``groups`` channels, not ``in_channels``).
+summed over the channels of each group first, then a window sum over the kernel's footprint gives
+``sum(x²)`` per patch (shifted slice additions on the CPU, where ``avg_pool2d`` is slow; an
+average pool elsewhere). Padding modes other than zeros pad that channel-summed map with the same
+mode as the convolution, and dilation uses a ones-kernel convolution on the ``groups``-channel map
+(still only ``groups`` channels, not ``in_channels``).
 
 The default layer (``b=2``, ``max_out=1``) runs as one custom autograd function
-(:class:`_BcosConv2dB2`): it saves only the input, the normalised weight, its output and the patch
-norms, and its backward adds the patch-norm gradient into the convolution's input gradient in
-place. Everything else (other ``b``, MaxOut, hooks on ``.linear``) takes the plain autograd path;
-both compute the same values.
+(:class:`_BcosConv2dB2`): for backward it keeps only the input, its output (which the next layer
+keeps anyway), the per-group patch norms and the filter norms, and its backward adds the
+patch-norm gradient into the convolution's input gradient in place. Everything else (other ``b``,
+MaxOut, hooks on ``.linear``) takes the plain autograd path; both compute the same values.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from bcos.errors import ConfigError, InputError, unknown_name
 from bcos.modules.bcos_transform import (
@@ -146,10 +148,11 @@ class _BcosConv2dB2(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the backward works in place; second derivatives raise a clear error
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, conv_weight, weight_norm, out, inv_norm = ctx.saved_tensors
         window, groups = ctx.conv
-        kernel_size, stride, padding, dilation = window
+        _, stride, padding, dilation = window
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = grad_w = None
         if conv_weight is None:
@@ -181,12 +184,19 @@ class _BcosConv2dB2(torch.autograd.Function):
                     _by_group(x, groups), _group_map(coef.to(x.dtype), groups), value=-1
                 )
             if need_w:
-                # ŵ = w/n (n = ||w|| per filter): dL/dw = (g - ŵ·<g, ŵ>)/n
-                unit = weight / weight_norm
-                flat = grad_conv_weight.to(weight.dtype).flatten(1)
-                along = torch.bmm(flat.unsqueeze(1), unit.flatten(1).unsqueeze(2)).view_as(weight_norm)
-                grad_w = flat.view_as(weight).addcmul_(unit, along, value=-1).div_(weight_norm)
+                # ŵ = w/n (n = ||w|| per filter): dL/dw = (g - ŵ·<g, ŵ>)/n = (g - w·<g, w>/n²)/n
+                grad_w = grad_conv_weight.to(weight.dtype)
+                along = _filter_dot(grad_w, weight).div_(weight_norm.square()).neg_()
+                grad_w = grad_w.addcmul_(weight, along).div_(weight_norm)
         return grad_x, grad_w, None, None, None, None, None, None
+
+
+def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``<a_o, b_o>`` for every filter o of two weight-shaped tensors, shape [O, 1, 1, 1]."""
+    if a.is_contiguous() and b.is_contiguous():  # one batched dot product, no temporary
+        flat_a, flat_b = a.view(a.shape[0], 1, -1), b.view(b.shape[0], -1, 1)
+        return torch.bmm(flat_a, flat_b).view(-1, 1, 1, 1)
+    return (a * b).sum(dim=(1, 2, 3), keepdim=True)
 
 
 def _group_squares(x: Tensor, groups: int) -> Tensor:
@@ -273,10 +283,10 @@ def _window_sum_transposed(
         ).mul_(kh * kw)
     rows = grad.new_zeros((n, g, height + 2 * ph, w_out))
     for i in range(kh):
-        rows[..., _tap(i, h_out, sh), :] += grad
+        rows[..., _tap(i, h_out, sh), :].add_(grad)  # in place on the view: no write-back copy
     result = grad.new_zeros((n, g, height + 2 * ph, width + 2 * pw))
     for j in range(kw):
-        result[..., _tap(j, w_out, sw)] += rows
+        result[..., _tap(j, w_out, sw)].add_(rows)
     return result[..., ph : ph + height, pw : pw + width]
 
 
@@ -397,26 +407,11 @@ class BcosConv2d(DetachableModule):
         Shape [N, groups, H_out, W_out]; the padding (mode and amount), stride and dilation are
         those of the convolution.
         """
-        squares = input * input
-        if self.groups == 1:
-            squares = squares.sum(1, keepdim=True)
-        else:
-            squares = squares.unflatten(1, (self.groups, self.in_channels // self.groups)).sum(2)
+        squares = _group_squares(input, self.groups)
         if self._explicit_pad is not None:
             squares = F.pad(squares, self._explicit_pad, mode=self._pad_mode)
-
         conv = self.linear
-        if self._dilated:
-            ones = torch.ones(
-                (self.groups, 1, *conv.kernel_size), dtype=squares.dtype, device=squares.device
-            )
-            sums = F.conv2d(
-                squares, ones, None, conv.stride, self._inner_padding, conv.dilation, self.groups
-            )
-        else:
-            # avg_pool2d × patch_size is the window sum (divisor_override breaks torch.compile)
-            sums = F.avg_pool2d(squares, conv.kernel_size, conv.stride, self._inner_padding)
-            sums = sums.mul_(self.patch_size)
+        sums = _window_sum(squares, conv.kernel_size, conv.stride, self._inner_padding, conv.dilation)
         return sums.add_(1e-6).sqrt_()
 
     def extra_repr(self) -> str:

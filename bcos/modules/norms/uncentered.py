@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from bcos.errors import ConfigError
 from bcos.modules.explanation_mode import DetachableModule
-from bcos.modules.norms._common import channel_view, check_4d, check_groups, groups_to_channels, scale_shift
+from bcos.modules.norms._common import (
+    channel_view,
+    check_4d,
+    check_groups,
+    groups_to_channels,
+    scale_shift,
+)
 
 __all__ = [
     "BatchNormUncentered2d",
