@@ -351,3 +351,11 @@ def test_fused_conv_on_cuda_matches_the_reference(kwargs):
     expected.backward(grad)
     torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad)
     torch.testing.assert_close(layer.linear.weight.grad.cpu(), reference.linear.weight.grad)
+
+
+def test_second_derivatives_of_the_fused_conv_raise_a_clear_error():
+    layer = BcosConv2d(2, 2, 3, padding=1)
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
