@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from bcos.modules import BcosConv2d, BcosLinear, explanation_mode
 from bcos.modules.bcos_conv import _window_sum, _window_sum_transposed
 from bcos.modules.bcos_transform import bcos_scale
-from bcos.modules.norms import BatchNormUncentered2d, NoBias, Unaffine
+from bcos.modules.norms import BatchNormUncentered2d, DetachablePositionNorm2d, NoBias, Unaffine
 
 
 def reference_bcos_conv(layer: BcosConv2d, x: torch.Tensor, detach: bool) -> torch.Tensor:
@@ -125,6 +125,32 @@ def test_fused_conv_on_channels_last_inputs_and_weights():
     out_cl.sum().backward()
     torch.testing.assert_close(x_cl.grad, x.grad)
     torch.testing.assert_close(layer_cl.linear.weight.grad, layer.linear.weight.grad)
+
+
+def test_strided_1x1_conv_backward_on_channels_last_small_inputs_is_safe():
+    # oneDNN's CPU filter gradient corrupted the heap (an abort a few calls later) for
+    # channels-last inputs of small strided 1x1 convolutions, as after a position norm
+    torch.manual_seed(0)
+    layer = BcosConv2d(4, 8, 1, stride=2)
+    plain = copy.deepcopy(layer)
+    for _ in range(50):
+        x = torch.rand(2, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        layer(x).square().sum().backward()
+    x = torch.rand(2, 4, 8, 8)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x = x.requires_grad_(True)
+    layer.zero_grad(), plain.zero_grad()
+    layer(x_cl).square().sum().backward()
+    plain(x).square().sum().backward()
+    torch.testing.assert_close(x_cl.grad, x.grad)
+    torch.testing.assert_close(layer.linear.weight.grad, plain.linear.weight.grad)
+
+
+def test_position_norm_keeps_the_memory_format_of_its_input():
+    norm = DetachablePositionNorm2d(4)
+    x = torch.rand(2, 4, 5, 5)
+    assert norm(x).is_contiguous()
+    assert norm(x.contiguous(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
 
 
 WINDOWS = [

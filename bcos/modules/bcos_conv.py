@@ -41,6 +41,7 @@ from bcos.modules.bcos_transform import (
     max_out_reduce,
 )
 from bcos.modules.explanation_mode import DetachableModule
+from bcos.modules.memory_format import memory_format_of
 
 __all__ = ["NormedConv2d", "BcosConv2d", "BcosConv2dWithScale"]
 
@@ -175,8 +176,14 @@ class _BcosConv2dB2(torch.autograd.Function):
                 grouped_out, _group_map(inv_norm, groups), grouped_grad, ctx.detach, buffer=product
             )
             grad_lin = grad_lin.flatten(1, 2) if groups > 1 else grad_lin
+            # oneDNN's CPU filter gradient corrupts the heap for some channels-last inputs (seen
+            # with small 1x1 stride-2 convolutions, torch 2.14): the CPU backward runs contiguous
+            layout = torch.contiguous_format if x.device.type == "cpu" else memory_format_of(x)
             grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
-                grad_lin, x, conv_weight, None, stride, padding, dilation, False, (0, 0), groups,
+                grad_lin.contiguous(memory_format=layout),
+                x.contiguous(memory_format=layout),
+                conv_weight.contiguous(memory_format=layout),
+                None, stride, padding, dilation, False, (0, 0), groups,
                 (need_x, need_w, False),
             )  # fmt: skip
             if coef is not None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from bcos.errors import ConfigError
 from bcos.modules.explanation_mode import DetachableModule
+from bcos.modules.memory_format import memory_format_of
 from bcos.modules.norms._common import (
     channel_view,
     check_4d,
@@ -169,7 +170,9 @@ class DetachablePositionNorm2d(nn.LayerNorm, DetachableModule):
             out = F.layer_norm(
                 input.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
             )
-            return out.permute(0, 3, 1, 2)
+            # back in the input's layout: a permuted (channels-last) result would change the
+            # memory format of every following layer
+            return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format_of(input))
         var, mean = torch.var_mean(input, dim=1, correction=0, keepdim=True)
         normed = (input - mean) * (var.detach() + self.eps).rsqrt()
         if self.weight is None:
