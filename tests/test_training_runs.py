@@ -185,6 +185,16 @@ def test_resume_continues_and_force_no_resume_starts_over(tiny_collection, tmp_p
     np.testing.assert_array_equal(read_metric_file(folder / "metrics" / "eval_acc1.gz")[:, 0], [0, 1])
 
 
+def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(tiny_collection, tmp_path):
+    # lr 0: the validation accuracy never improves, so after the first three epochs no best
+    # checkpoint is written; last.ckpt must follow every epoch all the same
+    tiny_collection["frozen"] = tiny_config(epochs=5, optimizer=OptimizerFactory(name="SGD", lr=0.0))
+    assert train(tmp_path, "frozen") == 0
+    folder = run_folder(tmp_path, "frozen")
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 4
+    assert sorted(p.name.split("-")[0] for p in folder.glob("epoch=*.ckpt")) == ["epoch=0", "epoch=1", "epoch=2"]
+
+
 def test_ema_run_saves_ema_weights_metrics_and_best_checkpoint(tiny_collection, tmp_path):
     assert train(tmp_path, "tiny_ema") == 0
     folder = run_folder(tmp_path, "tiny_ema")

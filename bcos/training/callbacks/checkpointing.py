@@ -23,16 +23,34 @@ BEST_CHECKPOINTS_KEPT = 3
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that writes nothing during ``fast_dev_run``.
+    """``ModelCheckpoint`` that rewrites ``last.ckpt`` after every epoch and nothing in ``fast_dev_run``.
 
-    Lightning skips checkpoints in a fast dev run except the final ``last.ckpt`` of
-    ``on_train_end``; that file would make the next real training resume after one batch.
+    Lightning 2.x refreshes ``last.ckpt`` only when the epoch also entered the best ``save_top_k``;
+    a run killed after a few epochs without improvement would resume from far back. Lightning also
+    skips checkpoints in a fast dev run except the final ``last.ckpt`` of ``on_train_end``; that
+    file would make the next real training resume after one batch.
     """
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.fast_dev_run:
             return
         super().on_train_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer) -> None:
+        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def checkpoint_callbacks(run_folder: RunFolder, ema: bool = False) -> list[RunCheckpoint]:
