@@ -17,6 +17,7 @@ __all__ = [
     "DataNotFoundError",
     "CheckpointError",
     "InputError",
+    "UnknownArgumentError",
     "closest_match",
     "unknown_name",
 ]
@@ -44,6 +45,10 @@ class CheckpointError(BcosError, RuntimeError):
 
 class InputError(BcosError, ValueError):
     """A tensor or image argument with the wrong shape, dtype, size or values."""
+
+
+class UnknownArgumentError(BcosError, TypeError):
+    """A keyword argument a builder or layer does not take (a ``TypeError``, as Python raises)."""
 
 
 # typos that look alike: O/0, l/1, I/1, and - / _ / space

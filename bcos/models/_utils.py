@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bcos.errors import ConfigError, closest_match
+from bcos.errors import ConfigError, UnknownArgumentError, closest_match
 from bcos.modules import LogitLayer
 
 __all__ = [
@@ -70,7 +70,7 @@ def check_builder_kwargs(
     name = unknown[0]
     hint = closest_match(name, valid)
     did_you_mean = f"did you mean {hint!r}? " if hint else ""
-    raise TypeError(
+    raise UnknownArgumentError(
         f"{builder}() got an unexpected keyword argument {name!r}; {did_you_mean}"
         f"valid keyword arguments: {', '.join(valid)}"
     )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bcos.errors import ConfigError, closest_match
+from bcos.errors import ConfigError, UnknownArgumentError, closest_match
 
 __all__ = [
     "bcos_scale",
@@ -114,7 +114,7 @@ def check_layer_arguments(
 ) -> None:
     """Validate the B-cos specific constructor arguments shared by conv and linear layers.
 
-    Unknown keyword arguments raise a ``TypeError`` that names the valid ones (the reference
+    Unknown keyword arguments raise an ``UnknownArgumentError`` (a ``TypeError``) that names the valid ones (the reference
     silently ignored them, so typos went unnoticed).
     """
     if unexpected:
@@ -122,7 +122,7 @@ def check_layer_arguments(
         name = sorted(unexpected)[0]
         suggestion = closest_match(name, valid)
         hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        raise TypeError(
+        raise UnknownArgumentError(
             f"{layer} got unexpected keyword argument(s) {', '.join(sorted(unexpected))}{hint} "
             f"(valid: {', '.join(valid)})"
         )

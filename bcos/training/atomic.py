@@ -3,7 +3,7 @@
 Everything training writes into a run folder (checkpoints, metrics files, the resolved config) goes
 through a temporary file in the same folder that is flushed, synced and then renamed over the
 target with ``os.replace``, so a crash or preemption never leaves a truncated file behind. The
-primitive lives in :mod:`bcos.experiments.utils.atomic_io` (shared with the metrics files and
+primitive lives in :mod:`bcos.atomic_io` (shared with the metrics files and
 checkpoint tools); this module adds ``torch.save`` and Lightning's checkpoint IO on top.
 """
 
@@ -17,7 +17,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from bcos.experiments.utils.atomic_io import atomic_open, atomic_write_text
+from bcos.atomic_io import atomic_open, atomic_write_text
 
 __all__ = ["AtomicCheckpointIO", "atomic_open", "atomic_write_text", "atomic_torch_save"]
 

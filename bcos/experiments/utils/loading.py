@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bcos.errors import CheckpointError, ConfigError, closest_match
-from bcos.experiments.utils.atomic_io import atomic_open
+from bcos.atomic_io import atomic_open
 from bcos.experiments.utils.metrics import Metrics, MetricsNotFoundError
 from bcos.experiments.utils.run_folder import RunFolder, parse_checkpoint_filename
 from bcos.models.weights import safe_load

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bcos.errors import DataNotFoundError, unknown_name
-from bcos.experiments.utils.atomic_io import atomic_open
+from bcos.atomic_io import atomic_open
 from bcos.experiments.utils.run_folder import METRICS_DIRNAME, METRICS_SUFFIX
 
 __all__ = ["Metrics", "MetricsNotFoundError", "read_metric_file", "write_metric_file"]
@@ -50,7 +50,7 @@ def read_metric_file(path: str | Path) -> np.ndarray:
 
 
 def write_metric_file(path: str | Path, rows: Iterable[tuple[float, float]]) -> None:
-    """Write ``(epoch, value)`` rows atomically (see :mod:`bcos.experiments.utils.atomic_io`)."""
+    """Write ``(epoch, value)`` rows atomically (see :mod:`bcos.atomic_io`)."""
     table = np.asarray(list(rows), dtype=np.float64).reshape(-1, 2)
     # gzip, as np.savetxt does for a ".gz" name (the reference format)
     with atomic_open(path, "wb") as raw, gzip.GzipFile(filename=Path(path).name, mode="wb", fileobj=raw, mtime=0) as packed:

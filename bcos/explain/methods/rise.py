@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bcos.atomic_io import atomic_open
 from bcos.errors import ConfigError
 from bcos.explain.methods.base import (
     Explainer,
@@ -123,10 +123,8 @@ class RISE(Explainer):
         if masks is None:
             masks = generate_rise_masks(self.n, self.s, self.p1, size, self.seed)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+                with atomic_open(path) as handle:  # concurrent jobs never read a partial file
                     torch.save(masks, handle)
-                os.replace(handle.name, path)  # atomic: concurrent jobs never read a partial file
         self._masks[size] = masks
         return masks
 
