@@ -37,6 +37,7 @@ __all__ = [
     "dynamic_linear_weights",
     "check_completeness",
     "find_logit_layer",
+    "channel_mismatch_error",
 ]
 
 #: None (the predicted class), one class for every sample, or one class per sample
@@ -157,7 +158,8 @@ def _expected_in_channels(model: nn.Module) -> int | None:
     return None
 
 
-def _channel_error(model: nn.Module, channels: int) -> InputError | None:
+def channel_mismatch_error(model: nn.Module, channels: int) -> InputError | None:
+    """The error for inputs with ``channels`` channels given to ``model``, or None if they fit."""
     expected = _expected_in_channels(model)
     if expected is None or expected == channels:
         return None
@@ -232,7 +234,7 @@ def _forward_backward(model: nn.Module, inputs: Tensor, target: Target) -> tuple
         try:
             logits = model(x)
         except RuntimeError as error:  # explain a channel mismatch instead of a shape error deep inside
-            channel_error = _channel_error(model, x.shape[1])
+            channel_error = channel_mismatch_error(model, x.shape[1])
             if channel_error is not None:
                 raise channel_error from error
             raise

@@ -30,9 +30,9 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
 import bcos
+from bcos.atomic_io import remove_stale_temporaries
 from bcos.errors import CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
-from bcos.atomic_io import remove_stale_temporaries
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
 from bcos.models.weights import safe_load
 from bcos.training.atomic import AtomicCheckpointIO, atomic_write_text

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from bcos.errors import InputError
 
 # the same message as model.explain gives (one wording for one mistake)
-from bcos.explain.contributions import _channel_error
+from bcos.explain.contributions import channel_mismatch_error
 
 __all__ = [
     "Explainer",
@@ -193,7 +193,7 @@ class Explainer:
         try:
             yield
         except RuntimeError as error:
-            channel_error = _channel_error(self.model, inputs.shape[1])
+            channel_error = channel_mismatch_error(self.model, inputs.shape[1])
             if channel_error is not None:
                 raise channel_error from error
             raise
