@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from bcos.modules import BcosConv2d, BcosLinear, explanation_mode
-from bcos.modules.bcos_conv import _window_sum, _window_sum_transposed
+from bcos.modules.batch_blocks import batch_blocks
+from bcos.modules.bcos_conv import _convolution_backward, _window_sum, _window_sum_transposed
 from bcos.modules.bcos_transform import bcos_scale
 from bcos.modules.norms import BatchNormUncentered2d, DetachablePositionNorm2d, NoBias, Unaffine
 
@@ -98,6 +99,56 @@ def test_fused_conv_passes_gradcheck():
         return torch.func.functional_call(layer, {"linear.weight": w}, (inputs,))
 
     assert torch.autograd.gradcheck(run, (x, weight))
+
+
+def test_batch_blocks_cover_the_batch_once_in_order():
+    t = torch.zeros(10, 4, 8, 8)  # 256 elements per item
+    blocks = batch_blocks(t, block_elements=600)  # two items per block
+    assert [(b.start, b.stop) for b in blocks] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    assert batch_blocks(t, block_elements=100)[1] == slice(1, 2)  # never below one item
+    assert batch_blocks(t) == [slice(None)]  # small enough for one block
+    assert batch_blocks(t[:1], block_elements=1) == [slice(None)]
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+@pytest.mark.parametrize("kwargs", [CONV_CASES[1], CONV_CASES[2]], ids=_case_id)
+def test_fused_conv_in_several_batch_blocks_matches_reference(kwargs, explain, monkeypatch):
+    """The element-wise work runs in batch blocks on large CPU tensors: blocks of one item here."""
+    monkeypatch.setattr(
+        "bcos.modules.bcos_conv.batch_blocks", lambda t: batch_blocks(t, block_elements=1)
+    )
+    torch.manual_seed(0)
+    layer = BcosConv2d(**kwargs).double()
+    reference = copy.deepcopy(layer)
+    x = torch.randn(5, kwargs["in_channels"], 9, 8, dtype=torch.double)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    layer.set_explanation_mode(explain)
+    out = layer(x_a)
+    expected = reference_bcos_conv(reference, x_b, detach=explain)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x_a.grad, x_b.grad)
+    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+
+
+@pytest.mark.parametrize("need_x", [False, True], ids=["filters", "filters+input"])
+def test_six_channel_stem_gradients_computed_three_channels_at_a_time_are_the_same(need_x):
+    torch.manual_seed(0)
+    x = torch.rand(2, 6, 30, 30)
+    weight = torch.randn(8, 6, 7, 7)
+    grad = torch.randn(2, 8, 15, 15)
+    geometry = ((2, 2), (3, 3), (1, 1), 1)
+    grad_x, grad_w = _convolution_backward(grad, x, weight, *geometry, need_x, True)
+    expected_x, expected_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, (2, 2), (3, 3), (1, 1), False, (0, 0), 1, (need_x, True, False)
+    )
+    torch.testing.assert_close(grad_w, expected_w, rtol=1e-5, atol=1e-5)
+    if need_x:
+        torch.testing.assert_close(grad_x, expected_x)
+    else:
+        assert grad_x is None
 
 
 def test_hooks_on_the_inner_conv_take_the_plain_path_with_the_same_result():

@@ -14,8 +14,11 @@ mode as the convolution, and dilation uses a ones-kernel convolution on the ``gr
 The default layer (``b=2``, ``max_out=1``) runs as one custom autograd function
 (:class:`_BcosConv2dB2`): for backward it keeps only the input, its output (which the next layer
 keeps anyway), the per-group patch norms and the filter norms, and its backward adds the
-patch-norm gradient into the convolution's input gradient in place. Everything else (other ``b``,
-MaxOut, hooks on ``.linear``) takes the plain autograd path; both compute the same values.
+patch-norm gradient into the convolution's input gradient in place. In float32/float64 the
+filters are used as they are and their norms folded into the element-wise work, and on the CPU
+that work runs in cache-sized batch blocks (:mod:`bcos.modules.batch_blocks`), the output being
+written over the convolution's result. Everything else (other ``b``, MaxOut, hooks on
+``.linear``) takes the plain autograd path; both compute the same values.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from bcos.errors import ConfigError, InputError, unknown_name
+from bcos.modules.batch_blocks import batch_blocks
 from bcos.modules.bcos_transform import (
     autocast_disabled,
     autocast_dtype,
@@ -103,14 +107,23 @@ def _group_map(t: Tensor, groups: int) -> Tensor:
 class _BcosConv2dB2(torch.autograd.Function):
     """B-cos convolution with B = 2 and zero (symmetric) padding, weight normalisation included.
 
-    Forward: ``ŵ = w/||w||`` per filter, ``lin = conv(x, ŵ)``,
-    ``inv = 1/sqrt(window_sum(Σ_c x²) + 1e-6)`` per group and ``out = lin·|lin|·inv``.
+    Forward: ``lin = conv(x, w/||w||)`` per filter, ``inv = 1/sqrt(window_sum(Σ_c x²) + 1e-6)`` per
+    group and ``out = lin·|lin|·inv``.
 
-    Saved: ``x`` and ``w`` (as a plain convolution; ``ŵ`` is recomputed), ``out`` (which the next
-    layer keeps anyway), ``inv`` (``groups`` channels) and the filter norms. Backward recovers
-    ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds the patch-norm gradient into
-    the convolution's input gradient in place, and projects the filter gradient onto the unit
-    sphere by hand: few, large element-wise operations.
+    Without autocast the filters are never normalised as tensors: the convolution runs with ``w``
+    itself and the filter norms ``n`` are folded into the element-wise chain
+    (``out = r·|r|·inv/n²`` with ``r = conv(x, w) = n·lin``), and into backward, whose convolution
+    gradient then comes out as the gradient with respect to ``w`` before the unit-sphere
+    projection. That saves three passes over every weight per step (a normalised copy in forward,
+    its recomputation and a rescaling in backward). Under autocast the filters are normalised
+    before the cast, as their cast copy exists anyway and the unnormalised response could exceed
+    the float16 range.
+
+    Saved: ``x`` and ``w`` (as a plain convolution), the autocast copy of the filters if any,
+    ``out`` (which the next layer keeps anyway), ``inv`` (``groups`` channels) and the filter
+    norms. Backward recovers ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds the
+    patch-norm gradient into the convolution's input gradient in place, and projects the filter
+    gradient onto the unit sphere by hand: few, large element-wise operations.
     """
 
     @staticmethod
@@ -126,20 +139,17 @@ class _BcosConv2dB2(torch.autograd.Function):
         detach: bool,
     ) -> Tensor:
         weight_norm = torch.linalg.vector_norm(weight, dim=(1, 2, 3), keepdim=True)
-        conv_weight = weight / weight_norm
         device_type = x.device.type
         cast = autocast_dtype(device_type)
         if cast is not None:  # what autocast would do inside F.conv2d, so backward sees the same
-            x, conv_weight = x.to(cast), conv_weight.to(cast)
+            x, conv_weight, channel_scale = x.to(cast), (weight / weight_norm).to(cast), None
+        else:
+            conv_weight, channel_scale = weight, _channel_scale(weight_norm, groups)
         window = (kernel_size, stride, padding, dilation)
         with autocast_disabled(device_type, cast is not None):
             lin = F.conv2d(x, conv_weight, None, stride, padding, dilation, groups)
             inv_norm = _window_sum(_group_squares(x, groups), *window).add_(1e-6).rsqrt_()
-            grouped = _by_group(lin, groups)
-            out = grouped.abs().mul_(_group_map(inv_norm, groups).to(lin.dtype)).mul_(grouped)
-            out = out.flatten(1, 2) if groups > 1 else out
-        # the float filters are recomputed in backward rather than kept (a copy of every weight);
-        # an autocast copy is kept, as autocast does for a plain convolution
+            out = _scale_in_place(lin, inv_norm, channel_scale, groups)
         kept = conv_weight if cast is not None else None
         ctx.save_for_backward(x, weight, kept, weight_norm, out, inv_norm)
         ctx.conv = (window, groups)
@@ -151,51 +161,99 @@ class _BcosConv2dB2(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # the backward works in place; second derivatives raise a clear error
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, conv_weight, weight_norm, out, inv_norm = ctx.saved_tensors
+        x, weight, kept, weight_norm, out, inv_norm = ctx.saved_tensors
         window, groups = ctx.conv
         _, stride, padding, dilation = window
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = grad_w = None
-        if conv_weight is None:
-            conv_weight = weight / weight_norm
+        # with the raw filters, the gradient is taken with respect to r = n·lin (see the class)
+        raw = kept is None
+        conv_weight = weight if raw else kept
+        channel_scale = _channel_scale(weight_norm, groups) if raw else None
         with autocast_disabled(ctx.device_type, ctx.cast):
             grad = grad.to(out.dtype)
-            grouped_grad, grouped_out = _by_group(grad, groups), _by_group(out, groups)
-            product = coef = None
-            if need_x and not ctx.detach:
+            coef = None
+            grad_lin, g_out = _scale_backward(
+                out, inv_norm, channel_scale, grad, groups, ctx.detach, need_x
+            )
+            if g_out is not None:
                 # out = lin·|lin|·(s + eps)^(-1/2), s = window_sum(q), q = Σ_c x²:
                 # dL/ds = -Σ_o(g·out)·inv²/2 and dL/dx = 2x·window_sumᵀ(dL/ds)
-                acc = torch.promote_types(inv_norm.dtype, torch.float32)
-                product = grouped_grad * grouped_out
-                g_out = product.sum(2 if groups > 1 else 1, keepdim=groups == 1, dtype=acc)
-                inv = inv_norm.to(acc)
+                inv = inv_norm.to(g_out.dtype)
                 minus_two_grad_s = g_out.mul_(inv).mul_(inv)
                 coef = _window_sum_transposed(minus_two_grad_s, x.shape[-2:], *window)
-            # the product is not needed any more: its memory takes the gradient of lin
-            grad_lin = b2_scale_grad(
-                grouped_out, _group_map(inv_norm, groups), grouped_grad, ctx.detach, buffer=product
-            )
-            grad_lin = grad_lin.flatten(1, 2) if groups > 1 else grad_lin
             # oneDNN's CPU filter gradient corrupts the heap for some channels-last inputs (seen
             # with small 1x1 stride-2 convolutions, torch 2.14): the CPU backward runs contiguous
             layout = torch.contiguous_format if x.device.type == "cpu" else memory_format_of(x)
-            grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
+            grad_x, grad_conv_weight = _convolution_backward(
                 grad_lin.contiguous(memory_format=layout),
                 x.contiguous(memory_format=layout),
                 conv_weight.contiguous(memory_format=layout),
-                None, stride, padding, dilation, False, (0, 0), groups,
-                (need_x, need_w, False),
+                stride, padding, dilation, groups, need_x, need_w,
             )  # fmt: skip
             if coef is not None:
                 _by_group(grad_x, groups).addcmul_(
                     _by_group(x, groups), _group_map(coef.to(x.dtype), groups), value=-1
                 )
             if need_w:
-                # ŵ = w/n (n = ||w|| per filter): dL/dw = (g - ŵ·<g, ŵ>)/n = (g - w·<g, w>/n²)/n
+                # ŵ = w/n (n = ||w|| per filter) and G = dL/dŵ: dL/dw = (G - w·<G, w>/n²)/n.
+                # With the raw filters the convolution gradient is G/n already.
                 grad_w = grad_conv_weight.to(weight.dtype)
                 along = _filter_dot(grad_w, weight).div_(weight_norm.square()).neg_()
-                grad_w = grad_w.addcmul_(weight, along).div_(weight_norm)
+                grad_w = grad_w.addcmul_(weight, along)
+                if not raw:
+                    grad_w = grad_w.div_(weight_norm)
         return grad_x, grad_w, None, None, None, None, None, None
+
+
+def _channel_scale(weight_norm: Tensor, groups: int) -> Tensor:
+    """``1/n²`` per filter, shaped to broadcast against :func:`_by_group` outputs."""
+    scale = weight_norm.square().reciprocal_().view(1, -1, 1, 1)
+    return scale if groups == 1 else scale.view(1, groups, -1, 1, 1)
+
+
+def _convolution_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Input and filter gradients of ``conv2d(x, weight)`` (no bias).
+
+    On the CPU, oneDNN's filter gradient is much faster for 3 input channels (RGB) than for 6,
+    the ``[x, 1 - x]`` input of B-cos stems: there, large-kernel filter gradients over a multiple
+    of 3 channels are computed 3 channels at a time (the same arithmetic, bit-identical).
+    """
+    channels, kernel = x.shape[1], weight.shape[-2:]
+    split = (
+        need_w and x.device.type == "cpu" and groups == 1 and channels in (6, 9, 12)
+        and min(kernel) >= 5
+    )  # fmt: skip
+    if not split:
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, stride, padding, dilation, False, (0, 0), groups,
+            (need_x, need_w, False),
+        )  # fmt: skip
+        return grad_x, grad_w
+    grad_x = None
+    if need_x:
+        grad_x, _, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, stride, padding, dilation, False, (0, 0), groups,
+            (True, False, False),
+        )  # fmt: skip
+    parts = [
+        torch.ops.aten.convolution_backward(
+            grad, x[:, start : start + 3].contiguous(), weight[:, start : start + 3].contiguous(),
+            None, stride, padding, dilation, False, (0, 0), 1, (False, True, False),
+        )[1]
+        for start in range(0, channels, 3)
+    ]  # fmt: skip
+    return grad_x, torch.cat(parts, 1)
 
 
 def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -207,10 +265,72 @@ def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _group_squares(x: Tensor, groups: int) -> Tensor:
-    """``Σ x²`` over the channels of each group: [N, groups, H, W]."""
-    if groups == 1:
-        return (x * x).sum(1, keepdim=True)
-    return (x * x).unflatten(1, (groups, -1)).sum(2)
+    """``Σ x²`` over the channels of each group: [N, groups, H, W].
+
+    Without autograd (the fused layer's forward) the work runs in cache-sized batch blocks.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        squares = x * x
+        if groups == 1:
+            return squares.sum(1, keepdim=True)
+        return squares.unflatten(1, (groups, -1)).sum(2)
+    n, _, height, width = x.shape
+    sums = x.new_empty((n, groups, height, width))
+    for block in batch_blocks(x):
+        part = x[block]
+        squares = part * part
+        if groups == 1:
+            torch.sum(squares, 1, keepdim=True, out=sums[block])
+        else:
+            torch.sum(squares.unflatten(1, (groups, -1)), 2, out=sums[block])
+    return sums
+
+
+def _scale_in_place(
+    lin: Tensor, inv_norm: Tensor, channel_scale: Tensor | None, groups: int
+) -> Tensor:
+    """``lin·|lin|·inv_norm`` (times ``channel_scale`` per output channel, if given) written
+    into ``lin``, per group, in cache-sized batch blocks."""
+    grouped, inv = _by_group(lin, groups), _group_map(inv_norm, groups).to(lin.dtype)
+    for block in batch_blocks(lin):
+        part = grouped[block]
+        factor = part.abs().mul_(inv[block])
+        if channel_scale is not None:
+            factor.mul_(channel_scale)
+        part.mul_(factor)
+    return lin
+
+
+def _scale_backward(
+    out: Tensor,
+    inv_norm: Tensor,
+    channel_scale: Tensor | None,
+    grad: Tensor,
+    groups: int,
+    detach: bool,
+    need_norm_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The gradient of :func:`_scale_in_place` with respect to ``lin``, and ``Σ_o g·out``.
+
+    The channel sums (per group, [N, G, H, W], float32 or wider; ``None`` in explanation mode or
+    when ``need_norm_grad`` is false) feed the patch-norm gradient. Both are computed block by
+    block, the product living only in the block of the result it is then overwritten with.
+    """
+    grad_lin = torch.empty_like(out)
+    grouped_out, grouped_grad = _by_group(out, groups), _by_group(grad, groups)
+    grouped_result, inv = _by_group(grad_lin, groups), _group_map(inv_norm, groups)
+    sums = None
+    if need_norm_grad and not detach:
+        accumulate = torch.promote_types(inv_norm.dtype, torch.float32)
+        sums = inv_norm.new_empty(inv_norm.shape, dtype=accumulate)
+    for block in batch_blocks(out):
+        part_out, part_grad, part = grouped_out[block], grouped_grad[block], grouped_result[block]
+        if sums is not None:
+            torch.mul(part_grad, part_out, out=part)
+            channels = 2 if groups > 1 else 1
+            torch.sum(part, channels, keepdim=groups == 1, dtype=sums.dtype, out=sums[block])
+        b2_scale_grad(part_out, inv[block], part_grad, detach, buffer=part, scale=channel_scale)
+    return grad_lin, sums
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:

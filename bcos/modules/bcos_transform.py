@@ -47,17 +47,26 @@ def autocast_disabled(device_type: str, active: bool) -> contextlib.AbstractCont
 
 
 def b2_scale_grad(
-    out: Tensor, inv_norm: Tensor, grad: Tensor, detach: bool, buffer: Tensor | None = None
+    out: Tensor,
+    inv_norm: Tensor,
+    grad: Tensor,
+    detach: bool,
+    buffer: Tensor | None = None,
+    scale: Tensor | None = None,
 ) -> Tensor:
     """Gradient of ``out = lin·|lin|/norm`` with respect to ``lin``, from the output alone.
 
     ``d out / d lin = 2|lin|/norm = 2·sqrt(|out|/norm)``; in explanation mode the scale is a constant
     and the derivative is ``|lin|/norm = sqrt(|out|/norm)``. ``inv_norm`` (``1/norm``) must
-    broadcast against ``out``. ``buffer`` (shaped like ``out``, contents not needed any more)
-    receives the result instead of a new tensor.
+    broadcast against ``out``. ``scale`` (broadcastable, non-negative) multiplies the square
+    root's argument: the gradient with respect to ``r = lin/sqrt(scale)``. ``buffer`` (shaped like
+    ``out``, contents not needed any more) receives the result instead of a new tensor.
     """
     factor = (inv_norm if detach else inv_norm * 4).to(out.dtype)
-    return torch.mul(out, factor, out=buffer).abs_().sqrt_().mul_(grad)
+    result = torch.mul(out, factor, out=buffer)
+    if scale is not None:
+        result = result.mul_(scale.to(out.dtype))
+    return result.abs_().sqrt_().mul_(grad)
 
 
 class _B2Transform(torch.autograd.Function):
