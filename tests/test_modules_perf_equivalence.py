@@ -133,6 +133,32 @@ def test_fused_conv_in_several_batch_blocks_matches_reference(kwargs, explain, m
     torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["normalised-filters", "folded-norms"])
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+@pytest.mark.parametrize("kwargs", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[7]], ids=_case_id)
+def test_fused_conv_with_folded_or_normalised_filters_matches_reference(
+    kwargs, explain, raw, monkeypatch
+):
+    """Both ways of applying the filter norms (chosen by the sizes of filters and output)."""
+    monkeypatch.setattr("bcos.modules.bcos_conv._raw_filters_pay_off", lambda *args: raw)
+    torch.manual_seed(0)
+    layer = BcosConv2d(**kwargs).double()
+    with torch.no_grad():  # filters far from unit norm, so a missing normalisation shows
+        layer.linear.weight.mul_(torch.linspace(0.2, 5.0, layer.linear.weight.shape[0]).view(-1, 1, 1, 1))
+    reference = copy.deepcopy(layer)
+    x = torch.randn(2, kwargs["in_channels"], 9, 8, dtype=torch.double)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    layer.set_explanation_mode(explain)
+    out = layer(x_a)
+    expected = reference_bcos_conv(reference, x_b, detach=explain)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x_a.grad, x_b.grad)
+    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+
+
 @pytest.mark.parametrize("need_x", [False, True], ids=["filters", "filters+input"])
 def test_six_channel_stem_gradients_computed_three_channels_at_a_time_are_the_same(need_x):
     torch.manual_seed(0)
@@ -367,7 +393,11 @@ def test_fast_paths_keep_no_extra_activations_for_backward():
     full = [n for n in activations.values() if n >= out.numel() * 4 // 2]
     # the input and the B-cos output (kept once, shared by both layers)
     assert sorted(full) == sorted([x.numel() * 4, out.numel() * 4])
-    small = sum(activations.values()) - sum(full)
+    # at most one normalised copy of the filters (kept where filters are small next to the output)
+    filter_bytes = model[0].linear.weight.numel() * 4
+    filters = [n for n in activations.values() if n == filter_bytes]
+    assert len(filters) <= 1
+    small = sum(activations.values()) - sum(full) - sum(filters)
     assert small <= out.numel() * 4 // 8  # patch norms and per-channel statistics
 
 

@@ -110,18 +110,20 @@ class _BcosConv2dB2(torch.autograd.Function):
     Forward: ``lin = conv(x, w/||w||)`` per filter, ``inv = 1/sqrt(window_sum(Σ_c x²) + 1e-6)`` per
     group and ``out = lin·|lin|·inv``.
 
-    Without autocast the filters are never normalised as tensors: the convolution runs with ``w``
-    itself and the filter norms ``n`` are folded into the element-wise chain
-    (``out = r·|r|·inv/n²`` with ``r = conv(x, w) = n·lin``), and into backward, whose convolution
-    gradient then comes out as the gradient with respect to ``w`` before the unit-sphere
-    projection. That saves three passes over every weight per step (a normalised copy in forward,
-    its recomputation and a rescaling in backward). Under autocast the filters are normalised
-    before the cast, as their cast copy exists anyway and the unnormalised response could exceed
-    the float16 range.
+    Where the filters are at least about as large as the output (the late, wide layers of
+    ImageNet networks at small batches) and autocast is off, the filters are never normalised as
+    tensors: the convolution runs with ``w`` itself and the filter norms ``n`` are folded into
+    the element-wise chain (``out = r·|r|·inv/n²`` with ``r = conv(x, w) = n·lin``) and into
+    backward, whose convolution gradient then comes out as the gradient with respect to ``w``
+    before the unit-sphere projection. That saves passes over large filters (the normalised copy
+    and a rescaling of the filter gradient) for two multiplications over a small output.
+    Otherwise the normalised filters are computed once and kept for backward (small next to the
+    activations; under autocast their cast copy exists anyway, and the unnormalised response could
+    exceed the float16 range).
 
-    Saved: ``x`` and ``w`` (as a plain convolution), the autocast copy of the filters if any,
-    ``out`` (which the next layer keeps anyway), ``inv`` (``groups`` channels) and the filter
-    norms. Backward recovers ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds the
+    Saved: ``x`` and ``w`` (as a plain convolution), the normalised filters if used, ``out``
+    (which the next layer keeps anyway), ``inv`` (``groups`` channels) and the filter norms.
+    Backward recovers ``|lin|·inv = sqrt(|out|·inv)`` instead of keeping ``lin``, adds the
     patch-norm gradient into the convolution's input gradient in place, and projects the filter
     gradient onto the unit sphere by hand: few, large element-wise operations.
     """
@@ -143,14 +145,16 @@ class _BcosConv2dB2(torch.autograd.Function):
         cast = autocast_dtype(device_type)
         if cast is not None:  # what autocast would do inside F.conv2d, so backward sees the same
             x, conv_weight, channel_scale = x.to(cast), (weight / weight_norm).to(cast), None
+        elif not _raw_filters_pay_off(x, weight, kernel_size, stride, padding, dilation):
+            conv_weight, channel_scale = weight / weight_norm, None
         else:
             conv_weight, channel_scale = weight, _channel_scale(weight_norm, groups)
         window = (kernel_size, stride, padding, dilation)
         with autocast_disabled(device_type, cast is not None):
             lin = F.conv2d(x, conv_weight, None, stride, padding, dilation, groups)
             inv_norm = _window_sum(_group_squares(x, groups), *window).add_(1e-6).rsqrt_()
-            out = _scale_in_place(lin, inv_norm, channel_scale, groups)
-        kept = conv_weight if cast is not None else None
+            out = _scale_output(lin, inv_norm, channel_scale, groups)
+        kept = None if channel_scale is not None else conv_weight
         ctx.save_for_backward(x, weight, kept, weight_norm, out, inv_norm)
         ctx.conv = (window, groups)
         ctx.detach = detach
@@ -204,6 +208,28 @@ class _BcosConv2dB2(torch.autograd.Function):
                 if not raw:
                     grad_w = grad_w.div_(weight_norm)
         return grad_x, grad_w, None, None, None, None, None, None
+
+
+def _raw_filters_pay_off(
+    x: Tensor,
+    weight: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> bool:
+    """Whether folding the filter norms into the element-wise work is cheaper than normalising.
+
+    Normalising costs three passes over the filters per step (a copy in forward, its recomputation
+    and a rescaling in backward); folding costs two multiplications over the output, in cached
+    blocks. Folding wins for filters at least about as large as the output: the late, wide layers
+    of ImageNet networks at small batches.
+    """
+    out_h, out_w = (
+        _out_size(size, k, s, p, d)
+        for size, k, s, p, d in zip(x.shape[-2:], kernel_size, stride, padding, dilation)
+    )
+    return weight.numel() >= x.shape[0] * weight.shape[0] * out_h * out_w
 
 
 def _channel_scale(weight_norm: Tensor, groups: int) -> Tensor:
@@ -267,18 +293,18 @@ def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
 def _group_squares(x: Tensor, groups: int) -> Tensor:
     """``Σ x²`` over the channels of each group: [N, groups, H, W].
 
-    Without autograd (the fused layer's forward) the work runs in cache-sized batch blocks.
+    Large inputs without autograd (the fused layer's forward) run in cache-sized batch blocks.
     """
-    if x.requires_grad and torch.is_grad_enabled():
+    blocks = batch_blocks(x)
+    if len(blocks) == 1 or (x.requires_grad and torch.is_grad_enabled()):
         squares = x * x
         if groups == 1:
             return squares.sum(1, keepdim=True)
         return squares.unflatten(1, (groups, -1)).sum(2)
     n, _, height, width = x.shape
     sums = x.new_empty((n, groups, height, width))
-    for block in batch_blocks(x):
-        part = x[block]
-        squares = part * part
+    for block in blocks:
+        squares = x[block] * x[block]
         if groups == 1:
             torch.sum(squares, 1, keepdim=True, out=sums[block])
         else:
@@ -286,13 +312,23 @@ def _group_squares(x: Tensor, groups: int) -> Tensor:
     return sums
 
 
-def _scale_in_place(
+def _scale_output(
     lin: Tensor, inv_norm: Tensor, channel_scale: Tensor | None, groups: int
 ) -> Tensor:
-    """``lin·|lin|·inv_norm`` (times ``channel_scale`` per output channel, if given) written
-    into ``lin``, per group, in cache-sized batch blocks."""
+    """``lin·|lin|·inv_norm`` (times ``channel_scale`` per output channel, if given), per group.
+
+    Large outputs are computed in cache-sized batch blocks, written over ``lin``; when the batch
+    is one block, a new tensor (measured faster for mid-sized maps than working in place).
+    """
     grouped, inv = _by_group(lin, groups), _group_map(inv_norm, groups).to(lin.dtype)
-    for block in batch_blocks(lin):
+    blocks = batch_blocks(lin)
+    if len(blocks) == 1:
+        factor = grouped.abs().mul_(inv)
+        if channel_scale is not None:
+            factor.mul_(channel_scale)
+        out = factor.mul_(grouped)
+        return out.flatten(1, 2) if groups > 1 else out
+    for block in blocks:
         part = grouped[block]
         factor = part.abs().mul_(inv[block])
         if channel_scale is not None:
@@ -310,25 +346,37 @@ def _scale_backward(
     detach: bool,
     need_norm_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The gradient of :func:`_scale_in_place` with respect to ``lin``, and ``Σ_o g·out``.
+    """The gradient of :func:`_scale_output` with respect to ``lin``, and ``Σ_o g·out``.
 
     The channel sums (per group, [N, G, H, W], float32 or wider; ``None`` in explanation mode or
-    when ``need_norm_grad`` is false) feed the patch-norm gradient. Both are computed block by
-    block, the product living only in the block of the result it is then overwritten with.
+    when ``need_norm_grad`` is false) feed the patch-norm gradient. The product ``g·out`` lives in
+    the memory of the result, which then overwrites it (block by block for large outputs).
     """
-    grad_lin = torch.empty_like(out)
     grouped_out, grouped_grad = _by_group(out, groups), _by_group(grad, groups)
-    grouped_result, inv = _by_group(grad_lin, groups), _group_map(inv_norm, groups)
-    sums = None
-    if need_norm_grad and not detach:
-        accumulate = torch.promote_types(inv_norm.dtype, torch.float32)
+    inv = _group_map(inv_norm, groups)
+    channels = 2 if groups > 1 else 1
+    sums: Tensor | None = None
+    accumulate = torch.promote_types(inv_norm.dtype, torch.float32)
+    need_sums = need_norm_grad and not detach
+    blocks = batch_blocks(out)
+    if len(blocks) == 1:
+        product = grouped_grad * grouped_out
+        if need_sums:
+            sums = product.sum(channels, keepdim=groups == 1, dtype=accumulate)
+        # the product is not needed any more: its memory takes the gradient of lin
+        grad_lin = b2_scale_grad(
+            grouped_out, inv, grouped_grad, detach, buffer=product, scale=channel_scale
+        )
+        return (grad_lin.flatten(1, 2) if groups > 1 else grad_lin), sums
+    grad_lin = torch.empty_like(out)
+    grouped_result = _by_group(grad_lin, groups)
+    if need_sums:
         sums = inv_norm.new_empty(inv_norm.shape, dtype=accumulate)
-    for block in batch_blocks(out):
+    for block in blocks:
         part_out, part_grad, part = grouped_out[block], grouped_grad[block], grouped_result[block]
         if sums is not None:
             torch.mul(part_grad, part_out, out=part)
-            channels = 2 if groups > 1 else 1
-            torch.sum(part, channels, keepdim=groups == 1, dtype=sums.dtype, out=sums[block])
+            torch.sum(part, channels, keepdim=groups == 1, dtype=accumulate, out=sums[block])
         b2_scale_grad(part_out, inv[block], part_grad, detach, buffer=part, scale=channel_scale)
     return grad_lin, sums
 
