@@ -50,6 +50,21 @@ def _pads(conv: torch.nn.Conv2d) -> list[int]:
     return [pw, pw, ph, ph]
 
 
+def assert_fused_matches_reference(layer: BcosConv2d, x: torch.Tensor, explain: bool) -> None:
+    """Output, input gradient and filter gradient of ``layer`` equal the reference formulation's."""
+    reference = copy.deepcopy(layer)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    layer.set_explanation_mode(explain)
+    out = layer(x_a)
+    expected = reference_bcos_conv(reference, x_b, detach=explain)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x_a.grad, x_b.grad)
+    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+
+
 CONV_CASES = [
     dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
     dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1),
@@ -75,18 +90,8 @@ def _case_id(kwargs: dict) -> str:
 def test_fused_conv_matches_reference_forward_and_backward(kwargs, explain):
     torch.manual_seed(0)
     layer = BcosConv2d(**kwargs).double()
-    reference = copy.deepcopy(layer)
     x = torch.randn(2, kwargs["in_channels"], 9, 8, dtype=torch.double)
-    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    layer.set_explanation_mode(explain)
-    out = layer(x_a)
-    expected = reference_bcos_conv(reference, x_b, detach=explain)
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    torch.testing.assert_close(x_a.grad, x_b.grad)
-    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+    assert_fused_matches_reference(layer, x, explain)
 
 
 def test_fused_conv_passes_gradcheck():
@@ -119,18 +124,8 @@ def test_fused_conv_in_several_batch_blocks_matches_reference(kwargs, explain, m
     )
     torch.manual_seed(0)
     layer = BcosConv2d(**kwargs).double()
-    reference = copy.deepcopy(layer)
     x = torch.randn(5, kwargs["in_channels"], 9, 8, dtype=torch.double)
-    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    layer.set_explanation_mode(explain)
-    out = layer(x_a)
-    expected = reference_bcos_conv(reference, x_b, detach=explain)
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    torch.testing.assert_close(x_a.grad, x_b.grad)
-    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+    assert_fused_matches_reference(layer, x, explain)
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["normalised-filters", "folded-norms"])
@@ -145,18 +140,8 @@ def test_fused_conv_with_folded_or_normalised_filters_matches_reference(
     layer = BcosConv2d(**kwargs).double()
     with torch.no_grad():  # filters far from unit norm, so a missing normalisation shows
         layer.linear.weight.mul_(torch.linspace(0.2, 5.0, layer.linear.weight.shape[0]).view(-1, 1, 1, 1))
-    reference = copy.deepcopy(layer)
     x = torch.randn(2, kwargs["in_channels"], 9, 8, dtype=torch.double)
-    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    layer.set_explanation_mode(explain)
-    out = layer(x_a)
-    expected = reference_bcos_conv(reference, x_b, detach=explain)
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    torch.testing.assert_close(x_a.grad, x_b.grad)
-    torch.testing.assert_close(layer.linear.weight.grad, reference.linear.weight.grad)
+    assert_fused_matches_reference(layer, x, explain)
 
 
 @pytest.mark.parametrize("need_x", [False, True], ids=["filters", "filters+input"])
