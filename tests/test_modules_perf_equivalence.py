@@ -407,13 +407,21 @@ def test_bfloat16_autocast_stays_in_bfloat16_and_matches_float32():
     assert (grad16 - model[0].linear.weight.grad).abs().max() <= 0.1 * grad16.abs().max()
 
 
-def test_torch_compile_fullgraph_forward_and_backward():
-    """No graph breaks in the fused layers (aot_eager: traced by dynamo and AOTAutograd, no C++ build)."""
+@pytest.mark.parametrize(
+    "channels, size", [(4, 5), (32, 3)], ids=["normalised-filters", "folded-norms"]
+)
+def test_torch_compile_fullgraph_forward_and_backward(channels, size):
+    """No graph breaks in the fused layers (aot_eager: traced by dynamo and AOTAutograd, no C++ build).
+
+    32 channels on 3x3 maps: filters larger than the output, so their norms are folded.
+    """
     torch.manual_seed(0)
-    model = torch.nn.Sequential(BcosConv2d(4, 4, 3, padding=1), NoBias(BatchNormUncentered2d)(4))
+    model = torch.nn.Sequential(
+        BcosConv2d(channels, channels, 3, padding=1), NoBias(BatchNormUncentered2d)(channels)
+    )
     eager = copy.deepcopy(model)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    x = torch.randn(2, 4, 5, 5)
+    x = torch.randn(2, channels, size, size)
     x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
