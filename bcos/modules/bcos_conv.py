@@ -338,7 +338,9 @@ def _scale_backward(
     detach: bool,
     need_norm_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The gradient of :func:`_scale_output` with respect to ``lin``, and ``Σ_o g·out``.
+    """The gradient of :func:`_scale_output` with respect to its input, and ``Σ_o g·out``.
+
+    The input is ``lin``, or ``r = n·lin`` when ``channel_scale`` (``1/n²``) is given.
 
     The channel sums (per group, [N, G, H, W], float32 or wider; ``None`` in explanation mode or
     when ``need_norm_grad`` is false) feed the patch-norm gradient. The product ``g·out`` lives in
