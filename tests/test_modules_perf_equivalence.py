@@ -115,9 +115,12 @@ def test_batch_blocks_cover_the_batch_once_in_order():
     assert batch_blocks(t[:1], block_elements=1) == [slice(None)]
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
 @pytest.mark.parametrize("kwargs", [CONV_CASES[1], CONV_CASES[2]], ids=_case_id)
-def test_fused_conv_in_several_batch_blocks_matches_reference(kwargs, explain, monkeypatch):
+def test_fused_conv_in_several_batch_blocks_matches_reference(
+    kwargs, explain, channels_last, monkeypatch
+):
     """The element-wise work runs in batch blocks on large CPU tensors: blocks of one item here."""
     monkeypatch.setattr(
         "bcos.modules.bcos_conv.batch_blocks", lambda t: batch_blocks(t, block_elements=1)
@@ -125,6 +128,8 @@ def test_fused_conv_in_several_batch_blocks_matches_reference(kwargs, explain, m
     torch.manual_seed(0)
     layer = BcosConv2d(**kwargs).double()
     x = torch.randn(5, kwargs["in_channels"], 9, 8, dtype=torch.double)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     assert_fused_matches_reference(layer, x, explain)
 
 
