@@ -276,9 +276,8 @@ def _convolution_backward(
 
 def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
     """``<a_o, b_o>`` for every filter o of two weight-shaped tensors, shape [O, 1, 1, 1]."""
-    if a.is_contiguous() and b.is_contiguous():  # one batched dot product, no temporary
-        flat_a, flat_b = a.view(a.shape[0], 1, -1), b.view(b.shape[0], -1, 1)
-        return torch.bmm(flat_a, flat_b).view(-1, 1, 1, 1)
+    if a.is_contiguous() and b.is_contiguous():  # one fused dot product per row, no temporary
+        return torch.linalg.vecdot(a.flatten(1), b.flatten(1)).view(-1, 1, 1, 1)
     return (a * b).sum(dim=(1, 2, 3), keepdim=True)
 
 
