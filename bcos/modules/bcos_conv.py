@@ -407,6 +407,8 @@ def _window_sum(
         return F.avg_pool2d(q, kernel_size, stride, padding).mul_(kh * kw)
     # On CPU, avg_pool2d costs as much as several passes over the full activation; the window is
     # separable, so two rounds of shifted (strided) slice additions are far cheaper.
+    if _is_same_window(kernel_size, stride, padding):
+        return _same_window_sum(q, kernel_size)
     h_out = _out_size(q.shape[-2], kh, sh, ph, dh)
     w_out = _out_size(q.shape[-1], kw, sw, pw, dw)
     if ph or pw:
@@ -417,6 +419,28 @@ def _window_sum(
     sums = rows[..., _tap(0, h_out, sh), :].clone()
     for i in range(1, kh):
         sums.add_(rows[..., _tap(i, h_out, sh), :])
+    return sums
+
+
+def _is_same_window(
+    kernel_size: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> bool:
+    """Stride 1, odd kernel, padding (k - 1)/2 on both axes: windows centred on every position."""
+    return all(s == 1 and k % 2 == 1 and p == k // 2 for k, s, p in zip(kernel_size, stride, padding))
+
+
+def _same_window_sum(q: Tensor, kernel_size: tuple[int, int]) -> Tensor:
+    """Sums over centred windows, the map keeping its size: every position adds its neighbours
+    in place, so the zero padding needs no padded copy (the 3x3 convolutions of every ResNet)."""
+    kh, kw = kernel_size
+    rows = q.clone() if kw > 1 else q
+    for d in range(1, kw // 2 + 1):
+        rows[..., d:].add_(q[..., :-d])
+        rows[..., :-d].add_(q[..., d:])
+    sums = rows.clone()
+    for d in range(1, kh // 2 + 1):
+        sums[..., d:, :].add_(rows[..., :-d, :])
+        sums[..., :-d, :].add_(rows[..., d:, :])
     return sums
 
 
@@ -444,6 +468,8 @@ def _window_sum_transposed(
         return result
     if pooled is None:
         pooled = grad.device.type != "cpu"
+    if not pooled and _is_same_window(kernel_size, stride, padding):
+        return _same_window_sum(grad, kernel_size)  # a centred window of ones is self-adjoint
     if pooled:
         shape_only = grad.new_empty((n, g, height, width))  # the op reads only its shape
         return torch.ops.aten.avg_pool2d_backward(
