@@ -6,8 +6,8 @@ reference's weights load unchanged.
 
 The patch norms ``||x||`` are computed without a second full convolution: the squared input is
 summed over the channels of each group first, then a window sum over the kernel's footprint gives
-``sum(x²)`` per patch (shifted slice additions on the CPU, where ``avg_pool2d`` is slow; an
-average pool elsewhere). Padding modes other than zeros pad that channel-summed map with the same
+``sum(x²)`` per patch (shifted slice additions on the CPU, where ``avg_pool2d`` is slow, in place
+for centred stride-1 windows; an average pool elsewhere). Padding modes other than zeros pad that channel-summed map with the same
 mode as the convolution, and dilation uses a ones-kernel convolution on the ``groups``-channel map
 (still only ``groups`` channels, not ``in_channels``).
 
