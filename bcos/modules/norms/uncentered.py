@@ -119,8 +119,8 @@ class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
         if self._variance_dims == (0, 2, 3) and (self.training or self.running_var is None):
             out, var = _UncenteredBatchNorm.apply(input, self.weight, self.bias, self.eps, self.detach)
             if update:
-                with torch.no_grad():
-                    self.running_var.copy_((1 - factor) * self.running_var + factor * var)
+                with torch.no_grad():  # (1 - factor)·running + factor·var, in one operation
+                    self.running_var.lerp_(var.to(self.running_var.dtype), factor)
             return out
 
         if self.training or self.running_var is None:
@@ -131,7 +131,7 @@ class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
                 var = source.var(dim=self._variance_dims, correction=0)
             if update:
                 with torch.no_grad():
-                    self.running_var.copy_((1 - factor) * self.running_var + factor * var.detach())
+                    self.running_var.lerp_(var.detach().to(self.running_var.dtype), factor)
         else:
             var = self.running_var
 
