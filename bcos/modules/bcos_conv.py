@@ -252,26 +252,20 @@ def _convolution_backward(
         need_w and x.device.type == "cpu" and groups == 1 and channels in (6, 9, 12)
         and min(kernel) >= 5
     )  # fmt: skip
-    if not split:
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, stride, padding, dilation, False, (0, 0), groups,
-            (need_x, need_w, False),
-        )  # fmt: skip
-        return grad_x, grad_w
-    grad_x = None
-    if need_x:
-        grad_x, _, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, stride, padding, dilation, False, (0, 0), groups,
-            (True, False, False),
-        )  # fmt: skip
-    parts = [
-        torch.ops.aten.convolution_backward(
-            grad, x[:, start : start + 3].contiguous(), weight[:, start : start + 3].contiguous(),
-            None, stride, padding, dilation, False, (0, 0), 1, (False, True, False),
-        )[1]
-        for start in range(0, channels, 3)
-    ]  # fmt: skip
-    return grad_x, torch.cat(parts, 1)
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, stride, padding, dilation, False, (0, 0), groups,
+        (need_x, need_w and not split, False),
+    )  # fmt: skip
+    if split:
+        parts = [
+            torch.ops.aten.convolution_backward(
+                grad, x[:, start : start + 3].contiguous(), weight[:, start : start + 3].contiguous(),
+                None, stride, padding, dilation, False, (0, 0), 1, (False, True, False),
+            )[1]
+            for start in range(0, channels, 3)
+        ]  # fmt: skip
+        grad_w = torch.cat(parts, 1)
+    return grad_x, grad_w
 
 
 def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -295,7 +289,8 @@ def _group_squares(x: Tensor, groups: int) -> Tensor:
     n, _, height, width = x.shape
     sums = x.new_empty((n, groups, height, width))
     for block in blocks:
-        squares = x[block] * x[block]
+        part = x[block]
+        squares = part * part
         if groups == 1:
             torch.sum(squares, 1, keepdim=True, out=sums[block])
         else:
