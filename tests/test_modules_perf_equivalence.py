@@ -439,7 +439,11 @@ def test_torch_compile_fullgraph_forward_and_backward(channels, size):
     out.square().sum().backward()
     expected.square().sum().backward()
     torch.testing.assert_close(x_a.grad, x_b.grad)
-    torch.testing.assert_close(model[0].linear.weight.grad, eager[0].linear.weight.grad)
+    # compiled: eager operations; eager: the fused CPU kernels, whose projection of the filter
+    # gradient sums in another order (float32 rounding, relative to the largest entry)
+    grad, expected_grad = model[0].linear.weight.grad, eager[0].linear.weight.grad
+    scale = expected_grad.abs().max().item()
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-5 * scale)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

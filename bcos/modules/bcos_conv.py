@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from bcos.errors import ConfigError, InputError, unknown_name
+from bcos.modules import cpu_kernels
 from bcos.modules.batch_blocks import batch_blocks
 from bcos.modules.bcos_transform import (
     autocast_disabled,
@@ -46,6 +47,11 @@ from bcos.modules.bcos_transform import (
     max_out_reduce,
 )
 from bcos.modules.explanation_mode import DetachableModule
+from bcos.modules.inverse_encoding import (
+    conv2d_over_encoding,
+    encoded_half,
+    filter_grad_over_encoding,
+)
 from bcos.modules.memory_format import memory_format_of
 
 __all__ = ["NormedConv2d", "BcosConv2d", "BcosConv2dWithScale"]
@@ -151,8 +157,14 @@ class _BcosConv2dB2(torch.autograd.Function):
             conv_weight, channel_scale = weight / weight_norm, None
         else:
             conv_weight, channel_scale = weight, _channel_scale(weight_norm, groups)
+        half = None
+        if cast is None and _encoding_may_pay_off(x, groups, ctx.needs_input_grad[0]):
+            half = encoded_half(x)
         with autocast_disabled(device_type, cast is not None):
-            lin = F.conv2d(x, conv_weight, None, stride, padding, dilation, groups)
+            if half is None:
+                lin = F.conv2d(x, conv_weight, None, stride, padding, dilation, groups)
+            else:
+                lin = conv2d_over_encoding(half, conv_weight, stride, padding, dilation)
             inv_norm = _window_sum(_group_squares(x, groups), *window).add_(1e-6).rsqrt_()
             out = _scale_output(lin, inv_norm, channel_scale, groups)
         kept = None if channel_scale is not None else conv_weight
@@ -161,6 +173,7 @@ class _BcosConv2dB2(torch.autograd.Function):
         ctx.detach = detach
         ctx.device_type = device_type
         ctx.cast = cast is not None
+        ctx.encoded = half is not None
         return out
 
     @staticmethod
@@ -190,12 +203,18 @@ class _BcosConv2dB2(torch.autograd.Function):
             # oneDNN's CPU filter gradient corrupts the heap for some channels-last inputs (seen
             # with small 1x1 stride-2 convolutions, torch 2.14): the CPU backward runs contiguous
             layout = torch.contiguous_format if x.device.type == "cpu" else memory_format_of(x)
-            grad_x, grad_conv_weight = _convolution_backward(
-                grad_lin.contiguous(memory_format=layout),
-                x.contiguous(memory_format=layout),
-                conv_weight.contiguous(memory_format=layout),
-                stride, padding, dilation, groups, need_x, need_w,
-            )  # fmt: skip
+            if ctx.encoded:  # only when the input needs no gradient
+                half = x[:, : x.shape[1] // 2].contiguous()
+                grad_x, grad_conv_weight = None, filter_grad_over_encoding(
+                    grad_lin.contiguous(), half, conv_weight, stride, padding, dilation
+                ) if need_w else None
+            else:
+                grad_x, grad_conv_weight = _convolution_backward(
+                    grad_lin.contiguous(memory_format=layout),
+                    x.contiguous(memory_format=layout),
+                    conv_weight.contiguous(memory_format=layout),
+                    stride, padding, dilation, groups, need_x, need_w,
+                )  # fmt: skip
             if coef is not None:
                 _by_group(grad_x, groups).addcmul_(
                     _by_group(x, groups), _group_map(coef.to(x.dtype), groups), value=-1
@@ -204,6 +223,10 @@ class _BcosConv2dB2(torch.autograd.Function):
                 # ŵ = w/n (n = ||w|| per filter) and G = dL/dŵ: dL/dw = (G - w·<G, w>/n²)/n.
                 # With the raw filters the convolution gradient is G/n already.
                 grad_w = grad_conv_weight.to(weight.dtype)
+                if cpu_kernels.usable(grad_w, weight, weight_norm):
+                    return grad_x, torch.ops.bcos_cpu.project_filter_grad_(
+                        grad_w, weight, weight_norm, raw
+                    ), None, None, None, None, None, None  # fmt: skip
                 along = _filter_dot(grad_w, weight).div_(weight_norm.square()).neg_()
                 grad_w = grad_w.addcmul_(weight, along)
                 if not raw:
@@ -222,6 +245,20 @@ def _raw_filters_pay_off(x: Tensor, weight: Tensor, window: tuple[tuple[int, int
     """
     out_h, out_w = (_out_size(size, *geometry) for size, *geometry in zip(x.shape[-2:], *window))
     return weight.numel() >= x.shape[0] * weight.shape[0] * out_h * out_w
+
+
+def _encoding_may_pay_off(x: Tensor, groups: int, need_x: bool) -> bool:
+    """Whether to test ``x`` for the ``[h, 1 - h]`` encoding (:mod:`bcos.modules.inverse_encoding`).
+
+    Only on the CPU (the test reads the values: on an accelerator it would wait for the device),
+    outside compilation (a data-dependent branch), for one group and an image-like input (at most
+    12 channels) that needs no gradient: the image batch of a first layer (explanations, which
+    need the input gradient, take the plain path).
+    """
+    return (
+        x.device.type == "cpu" and groups == 1 and not need_x and x.shape[1] in (2, 4, 6, 8, 10, 12)
+        and not torch.compiler.is_compiling()
+    )  # fmt: skip
 
 
 def _channel_scale(weight_norm: Tensor, groups: int) -> Tensor:
@@ -278,8 +315,11 @@ def _filter_dot(a: Tensor, b: Tensor) -> Tensor:
 def _group_squares(x: Tensor, groups: int) -> Tensor:
     """``Σ x²`` over the channels of each group: [N, groups, H, W].
 
-    Large inputs without autograd (the fused layer's forward) run in cache-sized batch blocks.
+    Without autograd (the fused layer's forward): one fused kernel on the CPU
+    (:mod:`bcos.modules.cpu_kernels`), else cache-sized batch blocks for large inputs.
     """
+    if groups == 1 and cpu_kernels.usable(x):
+        return torch.ops.bcos_cpu.channel_square_sums(x)
     blocks = batch_blocks(x)
     if len(blocks) == 1 or (x.requires_grad and torch.is_grad_enabled()):
         squares = x * x
@@ -303,9 +343,13 @@ def _scale_output(
 ) -> Tensor:
     """``lin·|lin|·inv_norm`` (times ``channel_scale`` per output channel, if given), per group.
 
-    Large outputs are computed in cache-sized batch blocks, written over ``lin``; when the batch
+    On the CPU one fused kernel writes over ``lin`` (:mod:`bcos.modules.cpu_kernels`). Otherwise
+    large outputs are computed in cache-sized batch blocks, written over ``lin``; when the batch
     is one block, a new tensor (measured faster for mid-sized maps than working in place).
     """
+    if groups == 1 and cpu_kernels.usable(lin, inv_norm):
+        scale = None if channel_scale is None else channel_scale.to(lin.dtype).flatten()
+        return torch.ops.bcos_cpu.scale_output_(lin, inv_norm, scale)
     grouped, inv = _by_group(lin, groups), _group_map(inv_norm, groups).to(lin.dtype)
     blocks = batch_blocks(lin)
     if len(blocks) == 1:
@@ -338,14 +382,21 @@ def _scale_backward(
 
     The channel sums (per group, [N, G, H, W], float32 or wider; ``None`` in explanation mode or
     when ``need_norm_grad`` is false) feed the patch-norm gradient. The product ``g·out`` lives in
-    the memory of the result, which then overwrites it (block by block for large outputs).
+    the memory of the result, which then overwrites it (block by block for large outputs). On
+    the CPU one fused kernel computes both (:mod:`bcos.modules.cpu_kernels`).
     """
+    need_sums = need_norm_grad and not detach
+    if groups == 1 and cpu_kernels.usable(out, inv_norm):
+        scale = None if channel_scale is None else channel_scale.to(out.dtype).flatten()
+        grad_lin, sums = torch.ops.bcos_cpu.scale_backward(
+            out, inv_norm, grad.contiguous(), scale, 1.0 if detach else 4.0, need_sums
+        )
+        return grad_lin, (sums if need_sums else None)
     grouped_out, grouped_grad = _by_group(out, groups), _by_group(grad, groups)
     inv = _group_map(inv_norm, groups)
     channels = 2 if groups > 1 else 1
     sums: Tensor | None = None
     accumulate = torch.promote_types(inv_norm.dtype, torch.float32)
-    need_sums = need_norm_grad and not detach
     blocks = batch_blocks(out)
     if len(blocks) == 1:
         product = grouped_grad * grouped_out
@@ -428,6 +479,8 @@ def _same_window_sum(q: Tensor, kernel_size: tuple[int, int]) -> Tensor:
     """Sums over centred windows, the map keeping its size: every position adds its neighbours
     in place, so the zero padding needs no padded copy (the 3x3 convolutions of every ResNet)."""
     kh, kw = kernel_size
+    if cpu_kernels.usable(q):
+        return torch.ops.bcos_cpu.same_window_sum(q, kh, kw)
     rows = q.clone() if kw > 1 else q
     for d in range(1, kw // 2 + 1):
         rows[..., d:].add_(q[..., :-d])

@@ -1,0 +1,123 @@
+"""Fused C++ kernels for the B-cos convolution on the CPU, compiled once on first use.
+
+Eager PyTorch runs the element-wise work of a B-cos convolution (the channel sums of ``x²``, the
+output scaling ``r·|r|·inv``, its backward and the filter-gradient projection) as chains of
+operations that each read and write a whole activation; on the CPU those passes, not the
+arithmetic, are what the B-cos layer adds to a convolution. ``csrc/cpu_kernels.cpp`` does each
+chain in one pass and registers the kernels as ``torch.ops.bcos_cpu.*``.
+
+The first call of :func:`available` builds the kernels with PyTorch's C++ extension tooling (a C++
+compiler and ``ninja``; about half a minute) into the torch extensions cache (``TORCH_EXTENSIONS_DIR``,
+by default ``~/.cache/torch_extensions``); later processes load the cached build. The build is
+specific to the source, the PyTorch version and the instruction set PyTorch uses on this machine
+(AVX2, AVX-512), so a shared cache serves mixed machines safely. Where no build is possible the
+layers use eager operations (same results, slower) after one warning; set ``BCOS_CPU_KERNELS=0``
+to skip the build altogether.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "usable", "ENVIRONMENT_VARIABLE"]
+
+ENVIRONMENT_VARIABLE = "BCOS_CPU_KERNELS"
+
+_SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
+_ARCHITECTURE_FLAGS = {
+    "AVX2": ["-mavx2", "-mfma"],
+    "AVX512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"],
+}
+_FLOATS = (torch.float32, torch.float64)
+
+_logger = logging.getLogger(__name__)
+_lock = threading.Lock()
+_loaded: bool | None = None
+
+
+def available() -> bool:
+    """Whether the fused kernels are loaded; the first call builds or loads them."""
+    global _loaded
+    if _loaded is None:
+        with _lock:
+            if _loaded is None:
+                _loaded = _load()
+    return _loaded
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether the kernels can take these tensors: CPU, float32/float64 of one dtype, contiguous
+    (NCHW), not tracked by autograd (the kernels have no derivatives of their own; the B-cos
+    layer's backward calls them), outside ``torch.compile`` tracing (which sees the eager
+    operations instead)."""
+    if torch.compiler.is_compiling():
+        return False
+    first = tensors[0]
+    tracking = torch.is_grad_enabled()
+    return (
+        first.device.type == "cpu"
+        and first.dtype in _FLOATS
+        and all(
+            t.device.type == "cpu" and t.dtype == first.dtype and t.is_contiguous()
+            and not (tracking and t.requires_grad)
+            for t in tensors
+        )  # fmt: skip
+        and available()
+    )
+
+
+def _load() -> bool:
+    if os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    capability = torch.backends.cpu.get_cpu_capability()
+    key = _SOURCE.read_bytes() + f"{torch.__version__} {capability}".encode()
+    name = f"bcos_cpu_kernels_{hashlib.sha256(key).hexdigest()[:16]}"
+    flags = ["-O3", "-fno-math-errno", "-fopenmp", *_ARCHITECTURE_FLAGS.get(capability, [])]
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    build_directory = Path(root) / "bcos" / name
+    library = build_directory / f"{name}.so"
+    if library.is_file():  # built before: skip the (slow to import) build tooling
+        try:
+            torch.ops.load_library(str(library))
+            return True
+        except (OSError, RuntimeError):
+            pass  # e.g. an interrupted build: build again below
+    # importing the tooling logs a CUDA-toolkit notice irrelevant to a CPU-only build
+    tooling_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = tooling_logger.level
+    tooling_logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+
+        _logger.info("bcos: loading the fused CPU kernels (the first time compiles them, ~30 s)")
+        build_directory.mkdir(parents=True, exist_ok=True)
+        load(
+            name=name,
+            build_directory=str(build_directory),
+            sources=[str(_SOURCE)],
+            extra_cflags=flags,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            with_cuda=False,
+        )
+    except Exception as error:  # no compiler, no ninja, read-only cache: eager operations still work
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(
+            f"bcos: the fused CPU kernels could not be built ({message}); B-cos layers use eager "
+            f"operations (same results, slower). Install a C++ compiler and ninja, or set "
+            f"{ENVIRONMENT_VARIABLE}=0 to silence this",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    finally:
+        tooling_logger.setLevel(level)
+    return True
