@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 import bcos
 from bcos.atomic_io import remove_stale_temporaries
+from bcos.cpu_allocator import keep_freed_memory
 from bcos.errors import CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
@@ -265,6 +266,7 @@ def run_training(args: Any) -> pl.Trainer:
 
         seed = config.get("seed", DEFAULT_SEED)
         pl.seed_everything(seed, workers=True)
+        keep_freed_memory()  # no page faults on every step's re-allocated activations
         module = ClassificationLitModel(
             options.dataset,
             options.base_network,
