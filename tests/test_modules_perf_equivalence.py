@@ -446,6 +446,32 @@ def test_torch_compile_fullgraph_forward_and_backward(channels, size):
     torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-5 * scale)
 
 
+def test_torch_compile_under_bfloat16_autocast_keeps_every_layer_in_bfloat16():
+    """Two fused layers in a row under autocast, as in the GPU benchmark: the first layer's
+    autocast handling must not switch autocast off for the second one in the traced graph."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        BcosConv2d(8, 8, 3, padding=1), NoBias(BatchNormUncentered2d)(8), BcosConv2d(8, 8, 1)
+    )
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 8, 6, 6)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = compiled(x_a)
+        expected = eager(x_b)
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
+    out.float().square().sum().backward()
+    expected.float().square().sum().backward()
+    # bfloat16 rounding (both are ~1.5% of the largest entry away from float32 here)
+    pairs = ((x_a.grad, x_b.grad), (model[0].linear.weight.grad, eager[0].linear.weight.grad))
+    for grad, expected_grad in pairs:
+        scale = expected_grad.abs().max().item()
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0.04 * scale)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kwargs", CONV_CASES[:4] + CONV_CASES[6:8], ids=_case_id)
 def test_fused_conv_on_cuda_matches_the_reference(kwargs):

@@ -40,8 +40,13 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
 
 def autocast_disabled(device_type: str, active: bool) -> contextlib.AbstractContextManager:
     """Autocast switched off for the body of a custom function (its inputs are cast already):
-    otherwise reductions such as ``sum`` would be run in float32 on full-size copies."""
-    if active:
+    otherwise reductions such as ``sum`` would be run in float32 on full-size copies.
+
+    Not while ``torch.compile`` traces: dynamo then leaves autocast off for the rest of the graph
+    (torch 2.14: the next B-cos layer saw no autocast and mixed dtypes), and the compiler fuses
+    the casts of such reductions anyway.
+    """
+    if active and not torch.compiler.is_compiling():
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
 
