@@ -22,6 +22,8 @@ from bcos.modules.inverse_encoding import (
     encoded_half,
     filter_grad_over_encoding,
 )
+from bcos.modules.norms import BatchNormUncentered2d, NoBias, Unaffine
+from tests import test_modules_perf_equivalence as plain_formulas
 from tests.test_modules_perf_equivalence import CONV_CASES, _case_id, assert_fused_matches_reference
 
 needs_kernels = pytest.mark.skipif(
@@ -203,3 +205,39 @@ def test_an_encoded_stem_takes_the_shortcut_with_the_same_results(kernels, monke
     torch.testing.assert_close(stem.linear.weight.grad, reference.linear.weight.grad)
     stem(torch.cat([h, h], 1))  # not encoded: the direct convolution
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
+@pytest.mark.parametrize("make", ["affine", "nobias", "unaffine"])
+def test_uncentered_batch_norm_without_the_kernels_matches_the_formula(make, explain, monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_loaded", False)
+    makers = {"affine": BatchNormUncentered2d, "nobias": NoBias(BatchNormUncentered2d)}
+    makers["unaffine"] = Unaffine(BatchNormUncentered2d)
+    plain_formulas.test_fused_uncentered_batch_norm_matches_formula(makers[make], False, explain)
+
+
+@needs_kernels
+def test_uncentered_batch_norm_kernel_keeps_float32_precision_for_large_means():
+    """The variance from float64 moments stays accurate when the mean dwarfs the spread."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 9, 9) * 0.05 + 100.0
+    weight, bias = torch.rand(4) + 0.5, torch.randn(4)
+    out, mean, invstd = torch.ops.bcos_cpu.uncentered_batch_norm(x, weight, bias, 1e-5)
+    exact = x.double()
+    var = exact.var(dim=(0, 2, 3), correction=0)
+    expected = exact / (var + 1e-5).sqrt().view(1, -1, 1, 1) * weight.double().view(1, -1, 1, 1)
+    expected = expected + bias.double().view(1, -1, 1, 1)
+    torch.testing.assert_close(mean.double(), exact.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(invstd.double(), (var + 1e-5).rsqrt(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=0)
+    grad = torch.randn_like(x)
+    grad_x, grad_w, grad_b = torch.ops.bcos_cpu.uncentered_batch_norm_backward(
+        grad, x, weight, mean, invstd, True, True, True
+    )
+    reference = exact.clone().requires_grad_(True)
+    w64 = weight.double().requires_grad_(True)
+    b64 = bias.double().requires_grad_(True)
+    scale = (reference.var(dim=(0, 2, 3), correction=0) + 1e-5).rsqrt().view(1, -1, 1, 1)
+    (reference * scale * w64.view(1, -1, 1, 1) + b64.view(1, -1, 1, 1)).backward(grad.double())
+    for ours, theirs in ((grad_x, reference.grad), (grad_w, w64.grad), (grad_b, b64.grad)):
+        torch.testing.assert_close(ours.double(), theirs, rtol=0, atol=1e-3 * theirs.abs().max().item())

@@ -109,7 +109,9 @@ def _load() -> bool:
             with_cuda=False,
         )
     except Exception as error:  # no compiler, no ninja, read-only cache: eager operations still work
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # a compiler's own diagnosis says more than the build tool's command line
+        message = next((line for line in lines if "error:" in line), lines[0] if lines else type(error).__name__)
         warnings.warn(
             f"bcos: the fused CPU kernels could not be built ({message}); B-cos layers use eager "
             f"operations (same results, slower). Install a C++ compiler and ninja, or set "

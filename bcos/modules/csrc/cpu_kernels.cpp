@@ -1,4 +1,5 @@
-// Fused CPU kernels for the B-cos convolution (B = 2, one group), registered as torch.ops.bcos_cpu.*.
+// Fused CPU kernels for the B-cos convolution (B = 2, one group) and the uncentered batch norm,
+// registered as torch.ops.bcos_cpu.*.
 //
 // Each kernel does in one pass what eager PyTorch does in a chain of element-wise operations, every
 // one of which reads and writes a whole activation. Inputs: contiguous NCHW float32/float64 tensors
@@ -197,6 +198,130 @@ at::Tensor project_filter_grad_(at::Tensor grad, const at::Tensor& weight, const
   return grad;
 }
 
+// Σx and Σx² (double) of channel c of x [N, C, P]
+template <typename T>
+void channel_moments(const T* x, int64_t n, int64_t channels, int64_t plane, int64_t c, double& sum, double& squares) {
+  double s = 0, q = 0;
+  for (int64_t image = 0; image < n; ++image) {
+    const T* row = x + (image * channels + c) * plane;
+#pragma omp simd reduction(+ : s, q)
+    for (int64_t p = 0; p < plane; ++p) {
+      const double v = row[p];
+      s += v;
+      q += v * v;
+    }
+  }
+  sum = s;
+  squares = q;
+}
+
+// Σ g·x and Σ g (double) over channel c of g and x [N, C, P]
+template <typename T>
+void channel_products(const T* g, const T* x, int64_t n, int64_t channels, int64_t plane, int64_t c, double& gx,
+                      double& gs) {
+  double s = 0, q = 0;
+  for (int64_t image = 0; image < n; ++image) {
+    const T* gr = g + (image * channels + c) * plane;
+    const T* xr = x + (image * channels + c) * plane;
+#pragma omp simd reduction(+ : s, q)
+    for (int64_t p = 0; p < plane; ++p) {
+      q += static_cast<double>(gr[p]) * xr[p];
+      s += gr[p];
+    }
+  }
+  gx = q;
+  gs = s;
+}
+
+// Training-mode uncentered batch norm over (N, H, W): out = x·w/σ + b with σ = sqrt(var + eps) and
+// var the biased (centered) batch variance. Returns out, the mean and 1/σ per channel (float64
+// statistics are accumulated, stored in x's dtype).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> uncentered_batch_norm(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                                                                     const std::optional<at::Tensor>& bias, double eps) {
+  const int64_t n = x.size(0), channels = x.size(1), plane = x.numel() / std::max<int64_t>(n * channels, 1);
+  const double count = static_cast<double>(n * plane);
+  at::Tensor out = at::empty_like(x);
+  at::Tensor mean = at::empty({channels}, x.options());
+  at::Tensor invstd = at::empty({channels}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uncentered_batch_norm", [&] {
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    scalar_t* means = mean.data_ptr<scalar_t>();
+    scalar_t* invstds = invstd.data_ptr<scalar_t>();
+    const scalar_t* w = weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* b = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+    std::vector<scalar_t> scales(channels), shifts(channels);
+    at::parallel_for(0, channels, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        double sum, squares;
+        channel_moments(src, n, channels, plane, c, sum, squares);
+        const double mu = sum / count, var = std::max(0.0, squares / count - mu * mu);
+        const double inv = 1.0 / std::sqrt(var + eps);
+        means[c] = static_cast<scalar_t>(mu);
+        invstds[c] = static_cast<scalar_t>(inv);
+        scales[c] = static_cast<scalar_t>(w ? inv * w[c] : inv);
+        shifts[c] = b ? b[c] : scalar_t(0);
+      }
+    });
+    const int64_t grain = std::max<int64_t>(1, kChunk * 16 / std::max<int64_t>(plane, 1));
+    at::parallel_for(0, n * channels, grain, [&](int64_t first, int64_t last) {
+      for (int64_t item = first; item < last; ++item) {
+        const scalar_t scale = scales[item % channels], shift = shifts[item % channels];
+        const scalar_t* in = src + item * plane;
+        scalar_t* o = dst + item * plane;
+        for (int64_t p = 0; p < plane; ++p) o[p] = in[p] * scale + shift;
+      }
+    });
+  });
+  return {out, mean, invstd};
+}
+
+// The backward of uncentered_batch_norm: with A = w/σ and the variance's gradient,
+// dL/dx = g·A - (x - μ)·A/σ²·mean(g·x); dL/dw = Σ g·x/σ; dL/db = Σ g. Undefined outputs where not asked.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> uncentered_batch_norm_backward(
+    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& mean,
+    const at::Tensor& invstd, bool need_x, bool need_w, bool need_b) {
+  const int64_t n = x.size(0), channels = x.size(1), plane = x.numel() / std::max<int64_t>(n * channels, 1);
+  const double count = static_cast<double>(n * plane);
+  at::Tensor grad_x = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_w = at::empty({need_w ? channels : 0}, x.options());
+  at::Tensor grad_b = at::empty({need_b ? channels : 0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uncentered_batch_norm_backward", [&] {
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
+    const scalar_t* w = weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* means = mean.const_data_ptr<scalar_t>();
+    const scalar_t* invstds = invstd.const_data_ptr<scalar_t>();
+    std::vector<scalar_t> a(channels), bcoef(channels), mus(channels);
+    at::parallel_for(0, channels, 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        double gx, gs;
+        channel_products(g, src, n, channels, plane, c, gx, gs);
+        const double inv = invstds[c], scale = w ? inv * w[c] : inv;
+        if (need_w) grad_w.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gx * inv);
+        if (need_b) grad_b.data_ptr<scalar_t>()[c] = static_cast<scalar_t>(gs);
+        a[c] = static_cast<scalar_t>(scale);
+        bcoef[c] = static_cast<scalar_t>(-scale * inv * inv * gx / count);
+        mus[c] = means[c];
+      }
+    });
+    if (!need_x) return;
+    scalar_t* dst = grad_x.data_ptr<scalar_t>();
+    const int64_t grain = std::max<int64_t>(1, kChunk * 16 / std::max<int64_t>(plane, 1));
+    at::parallel_for(0, n * channels, grain, [&](int64_t first, int64_t last) {
+      for (int64_t item = first; item < last; ++item) {
+        const int64_t c = item % channels;
+        const scalar_t ac = a[c], bc = bcoef[c], mu = mus[c];
+        const scalar_t* gr = g + item * plane;
+        const scalar_t* xr = src + item * plane;
+        scalar_t* o = dst + item * plane;
+        for (int64_t p = 0; p < plane; ++p) o[p] = gr[p] * ac + (xr[p] - mu) * bc;
+      }
+    });
+  });
+  return {grad_x, grad_w, grad_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(bcos_cpu, m) {
@@ -205,6 +330,8 @@ TORCH_LIBRARY(bcos_cpu, m) {
   m.def("scale_backward(Tensor out, Tensor inv, Tensor grad, Tensor? scale, float factor, bool need_sums) -> (Tensor, Tensor)");
   m.def("same_window_sum(Tensor q, int kh, int kw) -> Tensor");
   m.def("project_filter_grad_(Tensor(a!) grad, Tensor weight, Tensor norm, bool raw) -> Tensor(a!)");
+  m.def("uncentered_batch_norm(Tensor x, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("uncentered_batch_norm_backward(Tensor grad, Tensor x, Tensor? weight, Tensor mean, Tensor invstd, bool need_x, bool need_w, bool need_b) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(bcos_cpu, CPU, m) {
@@ -213,4 +340,6 @@ TORCH_LIBRARY_IMPL(bcos_cpu, CPU, m) {
   m.impl("scale_backward", &scale_backward);
   m.impl("same_window_sum", &same_window_sum);
   m.impl("project_filter_grad_", &project_filter_grad_);
+  m.impl("uncentered_batch_norm", &uncentered_batch_norm);
+  m.impl("uncentered_batch_norm_backward", &uncentered_batch_norm_backward);
 }

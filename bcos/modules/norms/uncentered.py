@@ -8,7 +8,8 @@ norms in eval mode use their constant running variance anyway).
 The per-channel batch norm in training runs as one custom autograd function built on torch's fused
 batch-norm kernels: ``x·w/σ = BN(x) + μ·w/σ``, and the uncentered gradient is the centered one
 (with mean 0) plus a per-channel constant, so forward and backward cost what ``nn.BatchNorm2d``
-costs.
+costs. On the CPU, fused kernels (:mod:`bcos.modules.cpu_kernels`) do it without the constant's
+extra pass, forward and backward.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from bcos.errors import ConfigError
+from bcos.modules import cpu_kernels
 from bcos.modules.explanation_mode import DetachableModule
 from bcos.modules.norms._common import (
     channel_view,
@@ -50,12 +52,17 @@ class _UncenteredBatchNorm(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, detach: bool
     ) -> tuple[Tensor, Tensor]:
-        out, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
-        # the kernel subtracted the mean: add back mean·w/σ (and the bias) per channel
-        shift = mean * invstd if weight is None else mean * invstd * weight
-        if bias is not None:
-            shift = shift + bias
-        out = out.add_(shift.to(out.dtype).view(1, -1, *([1] * (x.dim() - 2))))
+        parameters = [t for t in (weight, bias) if t is not None]
+        ctx.fused = x.dim() == 4 and cpu_kernels.usable(x, *parameters)
+        if ctx.fused:  # one statistics pass and one output pass (bcos.modules.cpu_kernels)
+            out, mean, invstd = torch.ops.bcos_cpu.uncentered_batch_norm(x, weight, bias, eps)
+        else:
+            out, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
+            # the kernel subtracted the mean: add back mean·w/σ (and the bias) per channel
+            shift = mean * invstd if weight is None else mean * invstd * weight
+            if bias is not None:
+                shift = shift + bias
+            out = out.add_(shift.to(out.dtype).view(1, -1, *([1] * (x.dim() - 2))))
         var = invstd.pow(-2).sub_(eps)
         ctx.mark_non_differentiable(var)
         ctx.save_for_backward(x, weight, mean, invstd)
@@ -71,6 +78,14 @@ class _UncenteredBatchNorm(torch.autograd.Function):
         dims = [0, *range(2, x.dim())]
         view = (1, -1, *([1] * (x.dim() - 2)))
         grad_x = grad_w = grad_b = None
+        if ctx.fused and not ctx.detach and cpu_kernels.usable(grad.contiguous(), x):
+            grad_x, grad_w, grad_b = torch.ops.bcos_cpu.uncentered_batch_norm_backward(
+                grad.contiguous(), x, weight, mean, invstd, need_x, need_w, need_b
+            )
+            return (
+                grad_x if need_x else None, grad_w if need_w else None,
+                grad_b if need_b else None, None, None,
+            )  # fmt: skip
         if ctx.detach:
             scale = invstd if weight is None else invstd * weight
             if need_x:
