@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import warnings
 
 import pytest
@@ -241,3 +242,11 @@ def test_uncentered_batch_norm_kernel_keeps_float32_precision_for_large_means():
     (reference * scale * w64.view(1, -1, 1, 1) + b64.view(1, -1, 1, 1)).backward(grad.double())
     for ours, theirs in ((grad_x, reference.grad), (grad_w, w64.grad), (grad_b, b64.grad)):
         torch.testing.assert_close(ours.double(), theirs, rtol=0, atol=1e-3 * theirs.abs().max().item())
+
+
+def test_the_pip_ninja_is_found_when_it_is_not_on_the_path(tmp_path):
+    ninja = pytest.importorskip("ninja")
+    empty = str(tmp_path)
+    path = cpu_kernels._with_ninja(empty)
+    assert path.split(os.pathsep) == [ninja.BIN_DIR, empty]
+    assert shutil.which("ninja", path=path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -94,11 +95,13 @@ def _load() -> bool:
     tooling_logger = logging.getLogger("torch.utils.cpp_extension")
     level = tooling_logger.level
     tooling_logger.setLevel(logging.ERROR)
+    path = os.environ.get("PATH", "")
     try:
         from torch.utils.cpp_extension import load
 
-        _logger.info("bcos: loading the fused CPU kernels (the first time compiles them, ~30 s)")
+        _logger.info("bcos: compiling the fused CPU kernels once (about 20 s) into %s", build_directory)
         build_directory.mkdir(parents=True, exist_ok=True)
+        os.environ["PATH"] = _with_ninja(path)
         load(
             name=name,
             build_directory=str(build_directory),
@@ -122,4 +125,17 @@ def _load() -> bool:
         return False
     finally:
         tooling_logger.setLevel(level)
+        os.environ["PATH"] = path
     return True
+
+
+def _with_ninja(path: str) -> str:
+    """``path`` with the ``ninja`` of the pip package in front when none is on it (PyTorch's
+    tooling runs ``ninja`` by name; a virtual environment's scripts need not be on ``PATH``)."""
+    if shutil.which("ninja", path=path):
+        return path
+    try:
+        import ninja
+    except ImportError:
+        return path
+    return os.pathsep.join(filter(None, [ninja.BIN_DIR, path]))
