@@ -250,3 +250,14 @@ def test_the_pip_ninja_is_found_when_it_is_not_on_the_path(tmp_path):
     path = cpu_kernels._with_ninja(empty)
     assert path.split(os.pathsep) == [ninja.BIN_DIR, empty]
     assert shutil.which("ninja", path=path)
+
+
+def test_an_encoded_channels_last_input_keeps_a_channels_last_output():
+    torch.manual_seed(0)
+    stem = BcosConv2d(6, 8, 3, padding=1)
+    h = torch.rand(2, 3, 9, 9)
+    x = torch.cat([h, 1 - h], 1).contiguous(memory_format=torch.channels_last)
+    assert encoded_half(x) is not None
+    out = stem(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, stem(x.clone().requires_grad_(True)), rtol=1e-5, atol=1e-5)

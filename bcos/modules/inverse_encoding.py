@@ -17,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bcos.modules.memory_format import memory_format_of
+
 __all__ = ["encoded_half", "conv2d_over_encoding", "filter_grad_over_encoding"]
 
 
 def encoded_half(x: Tensor) -> Tensor | None:
-    """``x``'s first half of channels (contiguous) if ``x`` is exactly ``[h, 1 - h]``, else ``None``.
+    """``x``'s first half of channels (dense, in ``x``'s memory format) if ``x`` is exactly
+    ``[h, 1 - h]``, else ``None``.
 
     The test recomputes ``1 - h`` as ``AddInverse`` does, so real encoded batches match bit for bit;
     anything else (mixed or perturbed inputs) returns ``None``.
@@ -32,7 +35,7 @@ def encoded_half(x: Tensor) -> Tensor | None:
     first_row, second_row = x[:1, : channels // 2, :1], x[:1, channels // 2 :, :1]
     if not torch.equal(second_row, 1 - first_row):  # most other inputs fail here, cheaply
         return None
-    half = x[:, : channels // 2].contiguous()
+    half = x[:, : channels // 2].contiguous(memory_format=memory_format_of(x))  # keeps channels-last
     return half if torch.equal(x[:, channels // 2 :], 1 - half) else None
 
 
