@@ -204,10 +204,12 @@ class _BcosConv2dB2(torch.autograd.Function):
             # with small 1x1 stride-2 convolutions, torch 2.14): the CPU backward runs contiguous
             layout = torch.contiguous_format if x.device.type == "cpu" else memory_format_of(x)
             if ctx.encoded:  # only when the input needs no gradient
-                half = x[:, : x.shape[1] // 2].contiguous()
-                grad_x, grad_conv_weight = None, filter_grad_over_encoding(
-                    grad_lin.contiguous(), half, conv_weight, stride, padding, dilation
-                ) if need_w else None
+                grad_x = grad_conv_weight = None
+                if need_w:
+                    half = x[:, : x.shape[1] // 2].contiguous()
+                    grad_conv_weight = filter_grad_over_encoding(
+                        grad_lin.contiguous(), half, conv_weight, stride, padding, dilation
+                    )
             else:
                 grad_x, grad_conv_weight = _convolution_backward(
                     grad_lin.contiguous(memory_format=layout),
@@ -224,13 +226,12 @@ class _BcosConv2dB2(torch.autograd.Function):
                 # With the raw filters the convolution gradient is G/n already.
                 grad_w = grad_conv_weight.to(weight.dtype)
                 if cpu_kernels.usable(grad_w, weight, weight_norm):
-                    return grad_x, torch.ops.bcos_cpu.project_filter_grad_(
-                        grad_w, weight, weight_norm, raw
-                    ), None, None, None, None, None, None  # fmt: skip
-                along = _filter_dot(grad_w, weight).div_(weight_norm.square()).neg_()
-                grad_w = grad_w.addcmul_(weight, along)
-                if not raw:
-                    grad_w = grad_w.div_(weight_norm)
+                    grad_w = torch.ops.bcos_cpu.project_filter_grad_(grad_w, weight, weight_norm, raw)
+                else:
+                    along = _filter_dot(grad_w, weight).div_(weight_norm.square()).neg_()
+                    grad_w = grad_w.addcmul_(weight, along)
+                    if not raw:
+                        grad_w = grad_w.div_(weight_norm)
         return grad_x, grad_w, None, None, None, None, None, None
 
 

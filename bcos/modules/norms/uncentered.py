@@ -78,9 +78,11 @@ class _UncenteredBatchNorm(torch.autograd.Function):
         dims = [0, *range(2, x.dim())]
         view = (1, -1, *([1] * (x.dim() - 2)))
         grad_x = grad_w = grad_b = None
-        if ctx.fused and not ctx.detach and cpu_kernels.usable(grad.contiguous(), x):
+        # x is contiguous already: the fused forward took only contiguous inputs
+        dense_grad = grad.contiguous() if ctx.fused and not ctx.detach else None
+        if dense_grad is not None and cpu_kernels.usable(dense_grad, x):
             grad_x, grad_w, grad_b = torch.ops.bcos_cpu.uncentered_batch_norm_backward(
-                grad.contiguous(), x, weight, mean, invstd, need_x, need_w, need_b
+                dense_grad, x, weight, mean, invstd, need_x, need_w, need_b
             )
             return (
                 grad_x if need_x else None, grad_w if need_w else None,
