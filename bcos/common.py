@@ -2,10 +2,10 @@
 
 Code written against B-cos-v2 (``from bcos.common import BcosUtilMixin, gradient_to_image``) keeps
 working; new code should import from :mod:`bcos.models.base`, :mod:`bcos.modules` and
-:mod:`bcos.explain` directly.
+:mod:`bcos.explanation` directly.
 """
 
-from bcos.explain.visualize import gradient_to_image, plot_contribution_map
+from bcos.explanation.visualize import gradient_to_image, plot_contribution_map
 from bcos.models.base import BcosUtilMixin
 from bcos.modules.explanation_mode import explanation_mode
 

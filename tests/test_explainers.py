@@ -11,7 +11,7 @@ from torch import nn
 
 from bcos import models
 from bcos.errors import ConfigError, InputError, UnknownNameError
-from bcos.explain.contributions import explain
+from bcos.explanation.contributions import explain
 from bcos.explain.methods import (
     EXPLAINER_CONFIGS,
     explainer_options,

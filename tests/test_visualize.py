@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bcos.errors import InputError
-from bcos.explain.visualize import (
+from bcos.explanation.visualize import (
     gradient_to_image,
     gradients_to_images,
     plot_contribution_map,

@@ -30,8 +30,8 @@ import numpy as np
 from torch import Tensor, nn
 
 from bcos.errors import InputError
-from bcos.explain.contributions import explain, find_logit_layer
-from bcos.explain.visualize import plot_contribution_map
+from bcos.explanation.contributions import explain, find_logit_layer
+from bcos.explanation.visualize import plot_contribution_map
 
 __all__ = [
     "Prediction",

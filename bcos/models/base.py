@@ -2,8 +2,8 @@
 
 The mixin must come before ``nn.Module`` in the bases so its methods take precedence:
 ``class BcosResNet(BcosUtilMixin, nn.Module)``. Everything here delegates to
-:mod:`bcos.explain.contributions` (the one definition of W(x) and contributions) and
-:mod:`bcos.explain.visualize`.
+:mod:`bcos.explanation.contributions` (the one definition of W(x) and contributions) and
+:mod:`bcos.explanation.visualize`, which sit below the models.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bcos.explain import contributions, visualize
+from bcos.explanation import contributions, visualize
+from bcos.explanation.checks import check_inputs
 from bcos.modules.explanation_mode import explanation_mode
 
 if TYPE_CHECKING:
-    from bcos.explain.contributions import Explanation, Target
+    from bcos.explanation.checks import Target
+    from bcos.explanation.contributions import Explanation
 
 __all__ = ["BcosUtilMixin", "BcosSequential"]
 
@@ -48,7 +50,7 @@ class BcosUtilMixin:
 
         ``target``: None (explain the predicted class), an int (same class for every sample) or a
         sequence / tensor of N class indices; ``idx`` is the reference's name for it. Returns a
-        :class:`bcos.explain.contributions.Explanation`; see :func:`bcos.explain.contributions.explain`.
+        :class:`bcos.explanation.contributions.Explanation`; see :func:`bcos.explanation.contributions.explain`.
         """
         if target is not None and idx is not None:
             raise TypeError("pass the class to explain as target or as idx, not both")
@@ -68,8 +70,8 @@ class BcosUtilMixin:
         Extra keyword arguments are accepted for interface compatibility and ignored.
         """
         del kwargs
-        explanation = contributions.explain(self, image, target, explanation_image=False)  # type: ignore[arg-type]
-        inputs = image if image.dim() == 4 else image[None]
+        inputs = check_inputs(image)
+        explanation = contributions.explain(self, inputs, target, explanation_image=False)  # type: ignore[arg-type]
         return inputs.detach() * explanation.dynamic_linear_weights
 
     def attribute_selection(self, image: Tensor, targets: Sequence[int] | Tensor, **kwargs: Any) -> Tensor:
@@ -78,7 +80,7 @@ class BcosUtilMixin:
         Computed in one forward and backward over the image repeated T times.
         """
         del kwargs
-        inputs = image if image.dim() == 4 else image[None]
+        inputs = check_inputs(image)
         targets = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
         n = inputs.shape[0]
         repeated = inputs.repeat(len(targets), 1, 1, 1)
@@ -88,12 +90,12 @@ class BcosUtilMixin:
     def gradient_to_image(
         image: Tensor, linear_mapping: Tensor, smooth: int = 15, alpha_percentile: float = 99.5
     ) -> np.ndarray:
-        """See :func:`bcos.explain.visualize.gradient_to_image`."""
+        """See :func:`bcos.explanation.visualize.gradient_to_image`."""
         return visualize.gradient_to_image(image, linear_mapping, smooth, alpha_percentile)
 
     @staticmethod
     def plot_contribution_map(contribution_map: Tensor | np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        """See :func:`bcos.explain.visualize.plot_contribution_map`."""
+        """See :func:`bcos.explanation.visualize.plot_contribution_map`."""
         return visualize.plot_contribution_map(contribution_map, *args, **kwargs)
 
 

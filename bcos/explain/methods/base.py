@@ -1,4 +1,4 @@
-"""The interface every explainer follows, and the helpers they share.
+"""The interface every explainer follows, and the perturbation helpers they share.
 
 An explainer wraps a model and answers ``attribute(inputs, target)`` for a batch ``[N, C, H, W]``
 and one class per sample (Captum style). The result is ``[N, C', H, W]``: ``C' = C`` for
@@ -28,84 +28,19 @@ from torch import Tensor, nn
 
 from bcos.errors import InputError
 
-# the same message as model.explain gives (one wording for one mistake)
-from bcos.explain.contributions import channel_mismatch_error
+# the same checks and messages as model.explain (one wording for one mistake)
+from bcos.explanation.checks import (
+    channel_mismatch_error,
+    check_inputs,
+    check_logits,
+    check_target_range,
+    resolve_targets,
+)
 
-__all__ = [
-    "Explainer",
-    "Target",
-    "check_inputs",
-    "resolve_targets",
-    "check_target_range",
-    "has_inverse_channels",
-    "replace_where",
-    "probability_function",
-]
+__all__ = ["Explainer", "Target", "replace_where", "probability_function"]
 
 #: an int (the same class for every sample), N class indices (sequence, array or tensor)
 Target = Union[int, Sequence[int], np.ndarray, Tensor]
-
-
-def check_inputs(inputs: Any) -> Tensor:
-    """``inputs`` as a [N, C, H, W] float tensor (a [C, H, W] image becomes a batch of one)."""
-    if not isinstance(inputs, Tensor):
-        raise InputError(f"inputs must be a torch.Tensor [N, C, H, W], got {type(inputs).__name__}")
-    if inputs.dim() == 3:
-        inputs = inputs[None]
-    if inputs.dim() != 4:
-        raise InputError(f"inputs must have shape [N, C, H, W] or [C, H, W], got {list(inputs.shape)}")
-    if inputs.shape[0] == 0:
-        raise InputError("inputs is an empty batch (N = 0); pass at least one image")
-    if not inputs.is_floating_point():
-        raise InputError(f"inputs must be a floating-point tensor, got {inputs.dtype}; convert images with ToTensor")
-    if not torch.isfinite(inputs).all():
-        raise InputError("inputs contain NaN or infinite values; check the data and its normalisation")
-    return inputs
-
-
-def resolve_targets(target: Any, n: int, device: torch.device) -> Tensor:
-    """One class index per sample as a long tensor [n] on ``device``.
-
-    ``target`` is an int (used for every sample) or n integer class indices.
-    """
-    if target is None:
-        raise InputError("pass the class to explain: target=<int> or one class index per sample")
-    if isinstance(target, bool):
-        raise InputError("target must be a class index, not a bool")
-    if isinstance(target, numbers.Integral):
-        return torch.full((n,), int(target), dtype=torch.long, device=device)
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise InputError(f"target tensor must hold integer class indices, got {target.dtype}")
-        indices = target.detach().to(device=device, dtype=torch.long).reshape(-1)
-    else:
-        values = list(np.asarray(target).reshape(-1)) if isinstance(target, np.ndarray) else list(target)
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
-            raise InputError("target must be an int or a sequence of int class indices")
-        indices = torch.tensor([int(v) for v in values], dtype=torch.long, device=device)
-    if indices.numel() == 1 and n > 1:
-        indices = indices.expand(n)
-    if indices.numel() != n:
-        raise InputError(f"got {indices.numel()} targets for {n} samples; pass one class index per sample (or one int)")
-    if (indices < 0).any():
-        raise InputError(f"target class {int(indices.min())} is negative; class indices start at 0")
-    return indices
-
-
-def check_target_range(targets: Tensor, num_classes: int) -> None:
-    """Raise :class:`InputError` when a target is not a class of a model with ``num_classes`` outputs."""
-    if targets.numel() and int(targets.max()) >= num_classes:
-        raise InputError(
-            f"target class {int(targets.max())} is out of range for a model with {num_classes} classes "
-            f"(valid: 0..{num_classes - 1})"
-        )
-
-
-def has_inverse_channels(inputs: Tensor, atol: float = 1e-4) -> bool:
-    """Whether ``inputs`` use the B-cos ``[x, 1 - x]`` encoding (6 channels, second half = 1 - first)."""
-    if inputs.shape[1] != 6:
-        return False
-    return bool(torch.allclose(inputs[:, 3:], 1 - inputs[:, :3], atol=atol))
 
 
 def replace_where(inputs: Tensor, keep: Tensor, fill: Tensor | float, inverse_channels: bool) -> Tensor:
@@ -181,7 +116,7 @@ class Explainer:
         if table.dim() != 2 or table.shape[0] != n or table.shape[1] == 0:
             raise InputError(f"targets must be T class indices or an [N={n}, T] table, got shape {list(table.shape)}")
         if (table < 0).any():
-            raise InputError(f"target class {int(table.min())} is negative; class indices start at 0")
+            raise InputError(f"target class {int(table.min())} is out of range: class indices start at 0")
         self._warn_if_training()
         with torch.inference_mode(False), self._explaining_failed_forward(inputs):
             table = table.to(device=inputs.device, dtype=torch.long).clone()
@@ -221,10 +156,7 @@ class Explainer:
         """The model's forward, checking once that it returns [N, K] logits that contain ``targets``."""
 
         def forward(x: Tensor) -> Tensor:
-            logits = self.model(x)
-            if not isinstance(logits, Tensor) or logits.dim() != 2:
-                shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                raise InputError(f"the model must return logits of shape [N, num_classes], got {shape}")
+            logits = check_logits(self.model(x))
             check_target_range(targets, logits.shape[1])
             return logits
 

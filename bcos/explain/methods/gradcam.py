@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bcos.errors import ConfigError, InputError, unknown_name
-from bcos.explain.methods.base import Explainer, check_target_range
+from bcos.explain.methods.base import Explainer
+from bcos.explanation.checks import check_target_range
 
 __all__ = ["GradCAM"]
 

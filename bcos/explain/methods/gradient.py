@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bcos.errors import ConfigError, InputError
-from bcos.explain.methods.base import Explainer, check_target_range
+from bcos.errors import ConfigError
+from bcos.explain.methods.base import Explainer
+from bcos.explanation.checks import check_logits, check_target_range
 
 __all__ = ["CaptumExplainer", "IxG", "Grad", "GB", "IntGrad", "DeepLIFT"]
 
@@ -28,10 +29,7 @@ class _CheckedLogits(nn.Module):
         self.targets: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.model(x)
-        if not isinstance(logits, Tensor) or logits.dim() != 2:
-            shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise InputError(f"the model must return logits of shape [N, num_classes], got {shape}")
+        logits = check_logits(self.model(x))
         if self.targets is not None:
             check_target_range(self.targets, logits.shape[1])
         return logits

@@ -28,13 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from bcos.errors import ConfigError
-from bcos.explain.methods.base import (
-    Explainer,
-    check_target_range,
-    has_inverse_channels,
-    probability_function,
-    replace_where,
-)
+from bcos.explain.methods.base import Explainer, probability_function, replace_where
+from bcos.explanation.checks import check_target_range, has_inverse_channels
 
 __all__ = ["LIME", "weighted_ridge", "segment_image"]
 

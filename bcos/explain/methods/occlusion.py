@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bcos.errors import ConfigError
-from bcos.explain.methods.base import Explainer, check_target_range, has_inverse_channels, replace_where
+from bcos.explain.methods.base import Explainer, replace_where
+from bcos.explanation.checks import check_target_range, has_inverse_channels
 
 __all__ = ["Occlusion", "window_coverage"]
 

@@ -1,6 +1,6 @@
 """The B-cos explanation as an explainer: contributions ``x ⊙ W(x)`` ("Ours", "OursRelative").
 
-Both call :func:`bcos.explain.contributions.explain`, the one definition of W(x): one forward and
+Both call :func:`bcos.explanation.contributions.explain`, the one definition of W(x): one forward and
 one backward in explanation mode for the whole batch.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from bcos.errors import InputError
-from bcos.explain.contributions import explain
+from bcos.explanation.contributions import explain
 from bcos.explain.methods.base import Explainer
 
 __all__ = ["Ours", "OursRelative", "MeanCorrectedLogits"]

@@ -24,13 +24,8 @@ from torch import Tensor, nn
 
 from bcos.atomic_io import atomic_open
 from bcos.errors import ConfigError
-from bcos.explain.methods.base import (
-    Explainer,
-    check_target_range,
-    has_inverse_channels,
-    probability_function,
-    replace_where,
-)
+from bcos.explain.methods.base import Explainer, probability_function, replace_where
+from bcos.explanation.checks import check_target_range, has_inverse_channels
 
 __all__ = ["RISE", "generate_rise_masks", "default_cache_dir"]
 
