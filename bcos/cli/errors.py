@@ -3,7 +3,8 @@
 Every entry point (``train.py``, ``evaluate.py``, ``run_with_submitit.py``, ...) wraps its work in
 :func:`run_cli`. A :class:`bcos.errors.BcosError` (something the user can fix) is printed as
 ``error: <message>`` on stderr and the process exits with code 2; with ``--debug`` in the arguments
-the full traceback is shown instead. Any other exception is a bug and keeps its traceback.
+the full traceback is shown instead (an error class may name another status in ``exit_status``,
+e.g. 143 for a training stopped by SIGTERM). Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         if wants_debug(argv):
             traceback.print_exc()
         print(f"error: {str(error).strip() or type(error).__name__}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return int(getattr(error, "exit_status", EXIT_USER_ERROR))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,10 +1,14 @@
 """Command line of ``run_with_submitit.py``: run a training as a SLURM job through submitit.
 
-It takes every ``train.py`` option plus the job's resources. When SLURM preempts the job or its time
-runs out, submitit calls :meth:`RunExperiment.checkpoint`, which requeues the same training with
-``resume=True``; the new job continues from ``last.ckpt`` (written at every epoch end). ``--cluster
-local`` (a child process) and ``--cluster debug`` (this process) run the job on this machine and
-wait for it, which is how the tests exercise the launcher.
+It takes every ``train.py`` option plus the job's resources: ``--gpus N`` processes per node (one
+per GPU; with ``--accelerator cpu``, N CPU processes) on ``--nodes`` nodes. When SLURM preempts the
+job or its time runs out, submitit calls :meth:`RunExperiment.checkpoint`, which requeues the same
+training with ``resume=True``; the new job continues from ``last.ckpt`` (written at every epoch end).
+
+The executor is said, never guessed silently: SLURM by default (an error when there is no SLURM
+here), ``--cluster local`` (the job's tasks as child processes of this one node; this command waits
+for them, names their logs and exits with the job's status) or ``--cluster debug`` (one task in this
+process). Every launcher failure ends with one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import copy
 import os
 import secrets
+import shutil
 import string
 import sys
 from collections.abc import Sequence
@@ -25,7 +30,16 @@ from bcos.cli.train import validate_args as validate_train_args
 from bcos.errors import ConfigError
 from bcos.experiments.utils.run_folder import RunFolder
 
-__all__ = ["DEFAULT_TIMEOUT_HOURS", "RunExperiment", "get_parser", "job_parameters", "main", "submit"]
+__all__ = [
+    "DEFAULT_TIMEOUT_HOURS",
+    "RunExperiment",
+    "executor_kind",
+    "get_parser",
+    "job_parameters",
+    "main",
+    "submit",
+    "wait_for",
+]
 
 #: job length when neither --timeout nor --timeout_min is given
 DEFAULT_TIMEOUT_HOURS = 24.0
@@ -43,7 +57,12 @@ def get_parser() -> argparse.ArgumentParser:
         parents=[get_train_parser(add_help=False)],
     )
     job = parser.add_argument_group("job")
-    job.add_argument("--gpus", type=int, default=4, help="GPUs per node (one task per GPU; 0 runs one CPU task).")
+    job.add_argument(
+        "--gpus",
+        type=int,
+        default=4,
+        help="Processes per node, one per GPU (with --accelerator cpu: CPU processes; 0 runs one CPU task).",
+    )
     job.add_argument("--nodes", type=int, default=1, help="Number of nodes.")
     job.add_argument(
         "--timeout", type=float, default=None, help=f"Job length in hours (default {DEFAULT_TIMEOUT_HOURS:g})."
@@ -55,9 +74,28 @@ def get_parser() -> argparse.ArgumentParser:
         "--cluster",
         default=None,
         choices=["slurm", "local", "debug"],
-        help="Executor: slurm, local (child process, waits) or debug (this process); default: slurm if available.",
+        help="Executor: slurm (the default; needs SLURM), local (this machine's processes; waits for them) "
+        "or debug (one task in this process).",
     )
     return parser
+
+
+def executor_kind(args: argparse.Namespace) -> str:
+    """``slurm``, ``local`` or ``debug``: ``--cluster``, checked against this machine and the job's size."""
+    kind = args.cluster or "slurm"
+    if kind == "slurm" and shutil.which("sbatch") is None:
+        hint = "" if args.cluster else " (the default)"
+        raise ConfigError(
+            f"--cluster slurm{hint} needs SLURM, but there is no sbatch on the PATH; submit from the "
+            "cluster's login node, or pass --cluster local to run the job on this machine"
+        )
+    if kind in ("local", "debug") and args.nodes != 1:
+        raise ConfigError(f"--cluster {kind} runs on this machine only: use --nodes 1 (got --nodes {args.nodes})")
+    if kind == "debug" and args.gpus > 1:
+        raise ConfigError(
+            f"--cluster debug runs one task in this process; use --cluster local for --gpus {args.gpus}"
+        )
+    return kind
 
 
 def _timeout_minutes(args: argparse.Namespace) -> int:
@@ -77,16 +115,17 @@ def job_parameters(args: argparse.Namespace) -> dict[str, Any]:
     if args.gpus < 0 or args.nodes < 1:
         raise ConfigError(f"--gpus must be >= 0 and --nodes >= 1, got --gpus {args.gpus} --nodes {args.nodes}")
     tasks = max(1, args.gpus)
+    gpus = 0 if getattr(args, "accelerator", None) == "cpu" else args.gpus
     parameters: dict[str, Any] = {
         "name": args.job_name or args.experiment_name,
         "nodes": args.nodes,
         "tasks_per_node": tasks,
-        "gpus_per_node": args.gpus,
+        "gpus_per_node": gpus,
         "timeout_min": _timeout_minutes(args),
         "slurm_signal_delay_s": SIGNAL_DELAY_MINUTES * 60,
     }
     if args.cluster in (None, "slurm"):
-        parameters.update(cpus_per_task=CPUS_PER_TASK, mem_gb=MEM_GB_PER_GPU * max(1, args.gpus))
+        parameters.update(cpus_per_task=CPUS_PER_TASK, mem_gb=MEM_GB_PER_GPU * tasks)
         if args.partition:
             parameters["slurm_partition"] = args.partition
     return parameters
@@ -127,39 +166,74 @@ def submit(args: argparse.Namespace):
     import submitit
 
     validate_train_args(args)
+    if getattr(args, "devices", None) is not None:
+        raise ConfigError("run_with_submitit.py sets the processes with --gpus (per node) and --nodes; drop --devices")
+    args.nodes = int(args.nodes)
+    kind = executor_kind(args)
+    parameters = job_parameters(args)
     if args.gpus > 1 or args.nodes > 1:
         args.distributed = True  # several processes: DDP
-    args.nodes = int(args.nodes)
-    parameters = job_parameters(args)
     if args.wandb_logger and not args.wandb_id:
         args.wandb_id = os.getenv("WANDB_RUN_ID") or _new_wandb_id()
         print(f"W&B run id: {args.wandb_id}")
 
     run_folder = RunFolder.of(args.dataset, args.base_network, args.experiment_name, args.base_directory)
     log_folder = Path(run_folder.slurm_logs_dir, "%j")
-    executor = submitit.AutoExecutor(folder=log_folder, cluster=args.cluster, slurm_max_num_timeout=MAX_REQUEUES)
-    executor.update_parameters(**parameters)
-    job = executor.submit(RunExperiment(args))
-    print(f"Submitted job {job.job_id}; logs in {str(log_folder).replace('%j', str(job.job_id))}")
+    try:
+        executor = submitit.AutoExecutor(folder=log_folder, cluster=kind, slurm_max_num_timeout=MAX_REQUEUES)
+        executor.update_parameters(**parameters)
+        job = executor.submit(RunExperiment(args))
+    except (ValueError, RuntimeError, OSError) as error:  # submitit's and the scheduler's refusals
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise ConfigError(f"the {kind} executor refused the job: {message}") from error
+    tasks = parameters["nodes"] * parameters["tasks_per_node"]
+    logs = str(log_folder).replace("%j", str(job.job_id))
+    print(f"Submitted job {job.job_id} to the {kind} executor: {tasks} task(s); logs in {logs}")
     return job
+
+
+def _failure(job: Any) -> tuple[int, str] | None:
+    """The first failed task of a finished job and the last line of its error, or None."""
+    from submitit.core.utils import UncompletedJobError
+
+    for task_id in range(job.num_tasks):
+        task = job.task(task_id)
+        try:
+            error = task.exception()
+        except UncompletedJobError as uncompleted:
+            error = uncompleted
+        if error is None:
+            continue
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        cause = next((line for line in reversed(lines) if "Error" in line or line.startswith("error:")), None)
+        return task_id, cause or (lines[0] if lines else type(error).__name__)
+    return None
+
+
+def wait_for(job: Any) -> int:
+    """Wait for a local job's tasks; print the result or the failed task's error and log; the exit status."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    print(f"Waiting for job {job.job_id}; rank 0's log: {job.paths.stdout}", flush=True)
+    try:
+        results = job.results()
+    except (FailedJobError, UncompletedJobError):
+        failed = _failure(job)
+        task_id, cause = failed if failed is not None else (0, "no result")
+        task = job.task(task_id)
+        print(f"error: job {job.job_id} failed in task {task_id}: {cause} (full log: {task.paths.stderr})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    accuracy = (results[0] or {}).get("val_acc1")
+    print(f"Job {job.job_id} finished ({len(results)} task(s))" + (f"; val_acc1 {accuracy:.4f}" if accuracy is not None else ""))
+    return 0
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = get_parser().parse_args(argv)
     job = submit(args)
-    if args.cluster in ("local", "debug"):
-        # no scheduler owns the job: wait for it here
-        from submitit.core.utils import FailedJobError
-
-        try:
-            result = job.result()
-        except FailedJobError as error:
-            lines = [line for line in str(error).splitlines() if line.strip()]
-            cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
-            print(f"error: job {job.job_id} failed: {cause.strip()} (full log: {job.paths.stderr})", file=sys.stderr)
-            return 1
-        accuracy = result.get("val_acc1")
-        print(f"Job {job.job_id} finished" + (f"; val_acc1 {accuracy:.4f}" if accuracy is not None else ""))
+    if executor_kind(args) in ("local", "debug"):
+        return wait_for(job)  # no scheduler owns the job: it lives as long as this command
     return 0
 
 

@@ -6,8 +6,10 @@ Example::
         --experiment_name resnet_20_bnu-linear-nomaxout --csv_logger
 
 Training resumes from ``<run folder>/last.ckpt`` when it exists (``--force-no-resume`` starts
-over and moves the earlier run's files aside). Errors the user can fix end with one
-``error: ...`` line and exit status 2 (``--debug`` shows the traceback).
+over and moves the earlier run's files aside). ``--devices N`` trains with N processes (DDP);
+``torchrun``/``srun`` work unchanged and set the count themselves. Errors the user can fix end with
+one ``error: ...`` line and exit status 2 (``--debug`` shows the traceback); a training stopped by
+SIGTERM exits with 143 after saying where it resumes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,30 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=True,
         help="Start over instead of resuming from last.ckpt (the earlier run's files are moved aside).",
     )
-    run.add_argument("--distributed", action="store_true", help="Force DDP (otherwise chosen automatically).")
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="Force DDP, even with one process (otherwise chosen automatically: DDP when there are several).",
+    )
+    run.add_argument(
+        "--devices",
+        type=_process_count,
+        default=None,
+        metavar="N",
+        help="Processes per node, one per device (default: the launcher's count under torchrun/srun, else "
+        "the config's trainer.devices, else all GPUs or 1 CPU process). N > 1 trains with DDP.",
+    )
+    run.add_argument(
+        "--accelerator",
+        default=None,
+        choices=["auto", "cpu", "gpu"],
+        help="Where to train (default: the config's trainer.accelerator, else auto: the GPUs when there are any).",
+    )
+    run.add_argument(
+        "--sync_batchnorm",
+        action="store_true",
+        help="Under DDP, batch norms (the uncentred ones too) use the statistics of all processes' batches.",
+    )
     run.add_argument(
         "--amp",
         nargs="?",
@@ -82,6 +107,16 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     debug.add_argument("--fast_dev_run", action="store_true", help="Run one training and one validation batch only.")
     debug.add_argument("--debug", action="store_true", help="Deterministic algorithms and full tracebacks on errors.")
     return parser
+
+
+def _process_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (1, 2, ...), got {text!r}")
+    return count
 
 
 def validate_args(args: argparse.Namespace) -> None:

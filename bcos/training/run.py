@@ -28,11 +28,12 @@ from lightning.pytorch import callbacks as pl_callbacks
 from lightning.pytorch import loggers as pl_loggers
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bcos
 from bcos.atomic_io import remove_stale_temporaries
 from bcos.cpu_allocator import keep_freed_memory
-from bcos.errors import CheckpointError, ConfigError, unknown_name
+from bcos.errors import BcosError, CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
 from bcos.models.weights import safe_load
@@ -41,15 +42,25 @@ from bcos.training.callbacks import ExplanationsLogger, MetricsTracker
 from bcos.training.callbacks.checkpointing import checkpoint_callbacks
 from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
 from bcos.training.callbacks.random_state import RandomStateCheckpoint
+from bcos.training.processes import ProcessLayout, global_rank_from_env, launcher_layout
 from bcos.training.run_lock import RunFolderLock
+from bcos.training.sync_norms import SyncBatchNormPlugin, check_syncable
 from bcos.training.trainer import ClassificationLitModel, NonFiniteLossError
 
-__all__ = ["TrainOptions", "run_training", "resolve_precision", "ARCHIVE_DIRNAME"]
+__all__ = ["TrainOptions", "TrainingTerminated", "run_training", "resolve_precision", "ARCHIVE_DIRNAME"]
 
 #: where ``--force-no-resume`` moves the files of the earlier run (inside the run folder)
 ARCHIVE_DIRNAME = "archived_runs"
 DEFAULT_SEED = 42
 AMP_CHOICES = ("bf16", "fp16")
+#: exit status of a training stopped by SIGTERM (128 + the signal number, as a shell reports it)
+SIGTERM_EXIT_STATUS = 128 + 15
+
+
+class TrainingTerminated(BcosError):
+    """SIGTERM stopped the training; ``last.ckpt`` (the last finished epoch) is where it resumes."""
+
+    exit_status = SIGTERM_EXIT_STATUS
 
 
 @dataclasses.dataclass
@@ -62,6 +73,9 @@ class TrainOptions:
     base_directory: str = "./experiments"
     resume: bool = True
     distributed: bool = False
+    devices: int | None = None  # processes per node; None: the launcher's count, the config's or "auto"
+    accelerator: str | None = None  # None: the config's or "auto"; "cpu" or "gpu"
+    sync_batchnorm: bool = False
     amp: str | None = None  # None: full precision; "auto", "bf16" or "fp16"
     jit: bool = False
     compile: bool = False
@@ -79,7 +93,7 @@ class TrainOptions:
     explanation_logging_every_n_epochs: int = 1
     fast_dev_run: bool = False
     debug: bool = False
-    nodes: int | None = None  # set by the submitit launcher
+    nodes: int | None = None  # set by the submitit launcher (the launcher's environment says the same)
 
     @classmethod
     def from_namespace(cls, args: Any) -> TrainOptions:
@@ -109,19 +123,46 @@ def resolve_precision(amp: str | bool | None, cuda: bool | None = None) -> str |
     return "bf16-mixed" if amp == "bf16" else "16-mixed"
 
 
-def _global_rank_from_env() -> int:
-    """This process's global rank before Lightning starts (0 when not launched distributed)."""
-    for key in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    return int(os.environ.get("NODE_RANK", "0") or 0) + int(os.environ.get("LOCAL_RANK", "0") or 0)
-
-
 def _on_slurm() -> bool:
     return "SLURM_JOB_ID" in os.environ
 
 
-def _trainer_config(options: TrainOptions, config: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+def _place_processes(options: TrainOptions, trainer_config: dict[str, Any], layout: ProcessLayout | None) -> None:
+    """Set ``accelerator``, ``devices``, ``num_nodes`` and the DDP ``strategy`` in ``trainer_config``.
+
+    A launcher's process count wins over the config's; a conflicting ``--devices``/``--nodes`` is an error.
+    """
+    if options.accelerator is not None:
+        trainer_config["accelerator"] = options.accelerator
+    trainer_config.setdefault("accelerator", "auto")
+    if layout is not None:
+        for flag, given, launched in (
+            ("--devices", options.devices, layout.processes_per_node),
+            ("--nodes", options.nodes, layout.nodes),
+        ):
+            if given is not None and given != launched:
+                raise ConfigError(
+                    f"{flag} {given} disagrees with {layout.launcher}, which started {layout.processes_per_node} "
+                    f"process(es) per node on {layout.nodes} node(s); leave {flag} out, the launcher sets the count"
+                )
+        trainer_config["devices"], trainer_config["num_nodes"] = layout.processes_per_node, layout.nodes
+    else:
+        if options.devices is not None:
+            trainer_config["devices"] = options.devices
+        if options.nodes:
+            trainer_config["num_nodes"] = options.nodes
+        trainer_config.setdefault("devices", "auto")
+        trainer_config.setdefault("num_nodes", 1)
+    devices = trainer_config["devices"]
+    several = (isinstance(devices, int) and devices > 1) or int(trainer_config["num_nodes"]) > 1
+    if options.distributed or several:
+        if trainer_config.get("strategy", "auto") == "auto":
+            trainer_config["strategy"] = "ddp"
+
+
+def _trainer_config(
+    options: TrainOptions, config: Mapping[str, Any], layout: ProcessLayout | None = None
+) -> tuple[dict[str, Any], bool]:
     """The config's ``trainer`` settings plus the command-line options; also whether to track grad norms."""
     trainer_config = copy.deepcopy(dict(config.get("trainer", {})))
     track_grad_norm = bool(trainer_config.pop("track_grad_norm", False)) or options.track_grad_norm
@@ -130,12 +171,11 @@ def _trainer_config(options: TrainOptions, config: Mapping[str, Any]) -> tuple[d
     for key in trainer_config:
         if key not in allowed or key in reserved:
             raise unknown_name("trainer setting in config['trainer']", key, allowed - reserved)
-    if options.distributed:
-        trainer_config["strategy"] = "ddp"
+    _place_processes(options, trainer_config, layout)
+    if options.sync_batchnorm:
+        trainer_config["sync_batchnorm"] = True
     if options.fast_dev_run:
         trainer_config["fast_dev_run"] = True
-    if options.nodes:
-        trainer_config["num_nodes"] = options.nodes
     precision = resolve_precision(options.amp)
     if precision is not None:
         trainer_config["precision"] = precision
@@ -213,8 +253,19 @@ def _check_resumable(checkpoint: Path) -> None:
         ) from error
 
 
+def _processes_summary(trainer: pl.Trainer, layout: ProcessLayout | None) -> dict[str, Any]:
+    return {
+        "world_size": trainer.world_size,
+        "devices_per_node": trainer.num_devices,
+        "nodes": trainer.num_nodes,
+        "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+        "strategy": type(trainer.strategy).__name__,
+        "started_by": layout.launcher if layout is not None else "train.py",
+    }
+
+
 def _write_config(run_folder: RunFolder, options: TrainOptions, config: Mapping[str, Any],
-                  trainer_config: Mapping[str, Any], resumed_from: Path | None) -> None:
+                  trainer_config: Mapping[str, Any], processes: Mapping[str, Any], resumed_from: Path | None) -> None:
     resolved = {
         "run": {
             "dataset": options.dataset,
@@ -224,6 +275,7 @@ def _write_config(run_folder: RunFolder, options: TrainOptions, config: Mapping[
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
             "resumed_from": str(resumed_from) if resumed_from else None,
             "seed": config.get("seed", DEFAULT_SEED),
+            "processes": dict(processes),
             "versions": {"bcos": bcos.__version__, "torch": torch.__version__, "lightning": lightning.__version__},
         },
         "options": dataclasses.asdict(options),
@@ -241,13 +293,17 @@ def run_training(args: Any) -> pl.Trainer:
         ConfigError: another training holds the run folder.
         CheckpointError: ``last.ckpt`` exists but cannot be resumed from.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+        TrainingTerminated: SIGTERM stopped the run (``last.ckpt`` of the last finished epoch is kept).
     """
     options = TrainOptions.from_namespace(args)
-    is_rank_zero = _global_rank_from_env() == 0
+    layout = launcher_layout()
+    is_rank_zero = global_rank_from_env() == 0
     # names, config and options are checked before any file is touched
     experiment = Experiment(options.dataset, options.base_network, options.experiment_name, options.base_directory)
     config = experiment.config
-    trainer_config, track_grad_norm = _trainer_config(options, config)
+    trainer_config, track_grad_norm = _trainer_config(options, config, layout)
+    # never Lightning's own sync_batchnorm: it would turn the uncentred norms into centred ones
+    sync_batchnorm = bool(trainer_config.pop("sync_batchnorm", False))
     run_folder = experiment.run_folder
 
     lock = RunFolderLock(run_folder) if is_rank_zero else contextlib.nullcontext()
@@ -275,6 +331,8 @@ def run_training(args: Any) -> pl.Trainer:
             channels_last=options.channels_last,
             track_grad_norm=track_grad_norm,
         )
+        if sync_batchnorm:
+            check_syncable(module.model)
         _transform_model(module, options)
         n_params = sum(p.numel() for p in module.model.parameters())
         rank_zero_info(f"Model {config['model'].get('name', '?')}: {n_params:,} parameters; run folder {run_folder.path}")
@@ -287,21 +345,29 @@ def run_training(args: Any) -> pl.Trainer:
 
         plugins: list[Any] = list(trainer_config.pop("plugins", None) or [])
         plugins.append(AtomicCheckpointIO())
-        if _on_slurm():
+        if sync_batchnorm:
+            plugins.append(SyncBatchNormPlugin())
+        if _on_slurm() and "SLURM_NTASKS" in os.environ:
             plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit requeues the job
-        if is_rank_zero:
-            run_folder.path.mkdir(parents=True, exist_ok=True)
-            _write_config(run_folder, options, config, trainer_config, ckpt_path)
 
         trainer = pl.Trainer(
             default_root_dir=str(run_folder.path),
-            accelerator=trainer_config.pop("accelerator", "auto"),
-            devices=trainer_config.pop("devices", "auto"),
             logger=loggers if loggers else False,
             callbacks=callbacks,
             plugins=plugins,
             **trainer_config,
         )
+        processes = _processes_summary(trainer, layout)
+        if processes["world_size"] > 1:
+            rank_zero_info(
+                f"{processes['world_size']} processes ({processes['devices_per_node']} per node on "
+                f"{processes['nodes']} node(s), {processes['accelerator']}); the config's batch size "
+                f"{config['data'].get('batch_size')} is per process"
+            )
+        if is_rank_zero:
+            run_folder.path.mkdir(parents=True, exist_ok=True)
+            _write_config(run_folder, options, config, {**trainer_config, "sync_batchnorm": sync_batchnorm},
+                          processes, ckpt_path)  # fmt: skip
         try:
             with warnings.catch_warnings():
                 # the lock file and config.txt are always there; earlier runs' checkpoints are
@@ -312,6 +378,13 @@ def run_training(args: Any) -> pl.Trainer:
             last = run_folder.last_checkpoint
             kept = f"kept {last}" if last.exists() else "no checkpoint had been written yet"
             raise NonFiniteLossError(f"{error} [{kept}]") from None
+        except SIGTERMException:
+            last = run_folder.last_checkpoint
+            kept = f"{last} is the resume point" if last.exists() else "no checkpoint had been written yet"
+            raise TrainingTerminated(
+                f"training stopped by SIGTERM at epoch {trainer.current_epoch}; {kept}: "
+                "run the same command again to continue"
+            ) from None
     return trainer
 
 

@@ -10,8 +10,12 @@ own random state from epoch to epoch, which no checkpoint can hold: with workers
 equivalent, not bit-identical. The states are tensors and plain data, so checkpoints still load
 with ``weights_only=True``.
 
-Checkpoints are written by rank 0 only; on resume every other rank derives its own distinct
-streams from the restored state and its rank, so ranks do not augment in lockstep.
+Under DDP every process has its own generators (each augments its own part of the batch): the
+checkpoint holds the states of all processes (gathered when it is written; only rank 0 writes the
+file) and each process gets its own back, so a resumed multi-process run is as exact as a
+one-process run. A run resumed with more processes than wrote the checkpoint gives the extra ranks
+distinct streams derived from rank 0's state and their rank (with a warning: equivalent, not
+identical); old checkpoints with one state resume the same way.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 __all__ = ["RandomStateCheckpoint", "capture_random_state", "restore_random_state"]
 
@@ -66,16 +71,40 @@ def _reseed_for_rank(rank: int) -> None:
     torch.manual_seed(seed)
 
 
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the initialised process group, or (1, rank known to Lightning)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 class RandomStateCheckpoint(Callback):
-    """Saves the random number generators with each checkpoint and restores them on resume."""
+    """Saves the random number generators of every process with each checkpoint and restores them on resume."""
 
     def state_dict(self) -> dict[str, Any]:
-        """The generator states at the moment the checkpoint is written."""
-        return capture_random_state()
+        """The generator states of all processes at the moment the checkpoint is written.
+
+        Lightning builds the checkpoint on every rank (rank 0 writes it), so the states are gathered here.
+        """
+        state = capture_random_state()
+        world_size, _ = _world()
+        if world_size == 1:
+            return {"ranks": [state]}
+        gathered: list[Any] = [None] * world_size
+        dist.all_gather_object(gathered, state)
+        return {"ranks": gathered}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the generators (Lightning calls this before the resumed run's first data is drawn)."""
-        restore_random_state(state_dict)
-        rank = int(getattr(rank_zero_only, "rank", 0) or 0)  # set by Lightning before restoring
-        if rank > 0:
+        """Restore this process's generators (Lightning calls this before the resumed run's first data is drawn)."""
+        states = state_dict["ranks"] if "ranks" in state_dict else [state_dict]  # one state: older checkpoints
+        world_size, rank = _world()
+        if rank < len(states):
+            restore_random_state(states[rank])
+        else:
+            restore_random_state(states[0])
             _reseed_for_rank(rank)
+        if world_size != len(states):
+            rank_zero_warn(
+                f"the checkpoint holds the random state of {len(states)} process(es), this run has {world_size}: "
+                "it continues with its own random streams, equivalent to but not identical with an uninterrupted run"
+            )
