@@ -1,16 +1,32 @@
-"""torch.hub entry points of the published B-cos models.
+"""torch.hub entry points of the published B-cos models, generated from the model registry.
 
     model = torch.hub.load("B-cos/B-cos-v2", "resnet50", pretrained=True)
     model = torch.hub.load("path/to/this/repo", "resnet50", source="local", pretrained=True)
+    x = model.transform(image)[None]
 
-Every entry point is a function of :mod:`bcos.models.pretrained`; see ``bcos.list_models()``.
+One entry point per function of :mod:`bcos.models.pretrained` (see ``bcos.list_models()``), with
+its signature and docstring; as in the reference, the model also gets ``model.transform``, its
+evaluation preprocessing.
 """
 
 dependencies = ["torch", "torchvision"]
 
-from bcos.models.pretrained import *  # noqa: E402,F403 (torch.hub lists this module's functions)
-from bcos.models.pretrained import __all__ as _entry_points  # noqa: E402
+import functools as _functools  # noqa: E402  (torch.hub.list() shows every public callable here)
 
-# torch.hub.list() shows every public callable here, so keep only the model entry points
-del list_available  # noqa: F821
-__all__ = [name for name in _entry_points if name != "list_available"]
+from bcos.data.presets import eval_transform as _eval_transform  # noqa: E402
+from bcos.models import pretrained as _pretrained  # noqa: E402
+
+
+def _with_transform(entry_point):
+    @_functools.wraps(entry_point)
+    def hub_entry_point(pretrained=False, progress=True, **kwargs):
+        model = entry_point(pretrained, progress, **kwargs)
+        model.transform = _eval_transform(model)
+        return model
+
+    return hub_entry_point
+
+
+globals().update(
+    {name: _with_transform(getattr(_pretrained, name)) for name in _pretrained.__all__ if name != "list_available"}
+)

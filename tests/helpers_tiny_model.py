@@ -22,7 +22,6 @@ def register_tiny_model(monkeypatch) -> registry.PretrainedConfig:
     config = registry.PretrainedConfig(
         name=TINY_NAME,
         architecture="resnet18",
-        kind="bcos_cnn",
         source=registry.SourceConfig("ImageNet", "bcos_final", "resnet_18"),
         transform=registry.EvalTransformSpec(resize_size=36, crop_size=32),
         weights=None,

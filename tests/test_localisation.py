@@ -11,6 +11,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ from bcos.explain.localisation import (
     ranking_to_plain,
     smooth_attributions,
 )
+from bcos.models.registry import EvalTransformSpec
 from bcos.modules import BinaryCrossEntropyLoss, norms
 from bcos.optim import LRSchedulerFactory, OptimizerFactory
 
@@ -379,7 +381,7 @@ def test_localisation_of_registry_weights_writes_to_the_output_dir(trained_run, 
     def create_model(name, pretrained=False, weights=None, **kwargs):
         built = _get_model(_tiny_digits_config()["model"])
         built.load_state_dict(torch.load(weights, weights_only=True))
-        built.transform = CIFAR10ClassificationPresetTest(is_bcos=True)
+        built.pretrained_config = SimpleNamespace(transform=EvalTransformSpec(resize_size=32, crop_size=32))
         return built
 
     monkeypatch.setattr(registry, "create_model", create_model)

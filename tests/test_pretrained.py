@@ -58,10 +58,10 @@ def test_an_entry_point_builds_the_registered_model():
         model = pretrained.vitc_ti_patch1_14(num_classes=5)
     assert model.pretrained_config is get_pretrained_config(SMALL)
     assert model[0].linear_head.linear.linear.weight.shape == (5, 192)
-    assert hasattr(model, "explain") and model.transform.args["is_bcos"] is True
+    assert hasattr(model, "explain") and model.pretrained_config.transform.is_bcos is True
     with torch.device("meta"):
         standard = pretrained.standard_vitc_ti_patch1_14()
-    assert not hasattr(standard, "explain") and standard.transform.args["is_bcos"] is False
+    assert not hasattr(standard, "explain") and standard.pretrained_config.transform.is_bcos is False
 
 
 def test_hubconf_lists_exactly_the_entry_points():
@@ -69,13 +69,21 @@ def test_hubconf_lists_exactly_the_entry_points():
     assert hubconf.dependencies == ["torch", "torchvision"]
     # torch.hub.list() shows every public callable of hubconf
     public = sorted(name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith("_"))
-    assert public == list_models()
-    assert hubconf.resnet50 is pretrained.resnet50
+    assert public == list_models() == list_models(pretrained=True)
+    for name in public:  # generated from the entry points: same name, signature and docstring
+        entry_point = getattr(hubconf, name)
+        assert entry_point.__name__ == name
+        assert inspect.signature(entry_point) == inspect.signature(getattr(pretrained, name))
+        assert entry_point.__doc__ == getattr(pretrained, name).__doc__
 
 
 def test_torch_hub_load_from_the_local_repository():
+    from bcos.data.presets import ImageNetClassificationPresetEval
+
     model = torch.hub.load(str(ROOT), SMALL, source="local", pretrained=False)
     assert model.pretrained_config.name == SMALL
+    # as in the reference, torch.hub models carry their evaluation transform
+    assert model.transform == ImageNetClassificationPresetEval(crop_size=224, resize_size=256, is_bcos=True)
     assert sum(p.numel() for p in model.parameters()) == get_pretrained_config(SMALL).num_params
     assert model(torch.rand(1, 6, 32, 32)).shape == (1, 1000)
 

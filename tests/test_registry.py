@@ -108,16 +108,28 @@ def test_builder_arguments_follow_the_collections():
      ("standard_simple_vit_s_patch16_224", 256, False)],
 )  # fmt: skip
 def test_eval_transform(name, resize, is_bcos):
-    from bcos.data.presets import ImageNetClassificationPresetEval
+    from bcos.data.presets import ImageNetClassificationPresetEval, eval_transform
 
     model = build_on_meta(name)
-    assert model.transform == ImageNetClassificationPresetEval(crop_size=224, resize_size=resize, is_bcos=is_bcos)
+    assert not hasattr(model, "transform")  # plain data on the models floor; the data floor builds it
+    assert model.pretrained_config.transform == registry.EvalTransformSpec(resize, 224, is_bcos)
+    transform = eval_transform(model)
+    assert transform == eval_transform(model.pretrained_config.transform)
+    assert transform == ImageNetClassificationPresetEval(crop_size=224, resize_size=resize, is_bcos=is_bcos)
     image = Image.new("RGB", (260, 300), color=(200, 30, 90))
-    assert model.transform(image).shape == (6 if is_bcos else 3, 224, 224)
+    assert transform(image).shape == (6 if is_bcos else 3, 224, 224)
+
+
+def test_eval_transform_refuses_what_is_not_a_registry_model():
+    from bcos.data.presets import eval_transform
+
+    with pytest.raises(ConfigError, match="takes a model from bcos.create_model"):
+        eval_transform(torch.nn.Linear(2, 2))
 
 
 # --------------------------------------------------------------------------------------------
-# Agreement with the experiment configs (the registry keeps its own copy of the arguments)
+# Agreement with the experiment configs (the configs state the arguments for training; the
+# published models' recipe states them for building: both must agree)
 # --------------------------------------------------------------------------------------------
 def experiment_config(spec):
     collections = pytest.importorskip("bcos.experiments.utils.collections")
@@ -127,13 +139,16 @@ def experiment_config(spec):
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_registry_arguments_equal_the_experiment_config(name):
+    from bcos.data.presets import eval_transform
+    from bcos.models.vit import vit_final_logit_bias
+
     spec = get_pretrained_config(name)
     experiment, _ = experiment_config(spec)
     model_config = experiment["model"]
     assert model_config["name"] == spec.architecture
     assert model_config["is_bcos"] == spec.is_bcos
     assert model_config.get("bcos_args", {}) == (dict(spec.bcos_args) if spec.is_bcos else {})
-    assert experiment["data"]["test_transform"] == spec.transform.build()
+    assert experiment["data"]["test_transform"] == eval_transform(spec.transform)
     ours = spec.builder_kwargs()
     assert {k: ours[k] for k in model_config["args"]} == model_config["args"]
     # what the collection's get_model adds itself: the layer classes made from bcos_args
@@ -141,9 +156,9 @@ def test_registry_arguments_equal_the_experiment_config(name):
     if spec.kind == "bcos_cnn":
         assert list(added) == ["conv_layer"] and added["conv_layer"].keywords == model_config["bcos_args"]
     elif spec.kind == "bcos_vit":
-        assert sorted(added) == ["conv2d_layer", "linear_layer"]
-        assert all(layer.keywords == model_config["bcos_args"] for layer in added.values())
-        assert model_config["logit_bias"] == registry._vit_logit_bias(1000)
+        assert sorted(added) == ["conv2d_layer", "linear_layer", "logit_bias"]
+        assert all(added[layer].keywords == model_config["bcos_args"] for layer in ("conv2d_layer", "linear_layer"))
+        assert added["logit_bias"] == model_config["logit_bias"] == vit_final_logit_bias(1000)
     else:
         assert added == {"linear_layer": torch.nn.Linear, "conv2d_layer": torch.nn.Conv2d}
 

@@ -148,6 +148,7 @@ def _fixed_size(transform: Any) -> Any:
 
 def _from_registry(args: argparse.Namespace) -> LoadedModel:
     from bcos.data.categories import IMAGENET_CATEGORIES
+    from bcos.data.presets import eval_transform
     from bcos.models.registry import create_model, get_pretrained_config
 
     config = get_pretrained_config(args.model)
@@ -157,7 +158,7 @@ def _from_registry(args: argparse.Namespace) -> LoadedModel:
     weights = str(args.weights) if args.weights is not None else f"published ({config.weights.file_name})"
     categories = list(IMAGENET_CATEGORIES) if config.num_classes == len(IMAGENET_CATEGORIES) else None
     details = {"model": f"{args.model}: {config.description}", "weights": weights, "trained with": str(config.source)}
-    return LoadedModel(model, model.transform, categories, details)
+    return LoadedModel(model, eval_transform(model), categories, details)
 
 
 def _from_run(args: argparse.Namespace) -> LoadedModel:

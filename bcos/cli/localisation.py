@@ -167,6 +167,7 @@ def load_subject(args: argparse.Namespace) -> LoadedSubject:
 
 
 def _load_registry_model(args: argparse.Namespace) -> LoadedSubject:
+    from bcos.data.presets import eval_transform
     from bcos.models.registry import create_model, get_pretrained_config
 
     config = get_pretrained_config(args.model)
@@ -180,7 +181,7 @@ def _load_registry_model(args: argparse.Namespace) -> LoadedSubject:
         base_dir=args.output_dir or DEFAULT_PRETRAINED_DIR / args.model,
         checkpoint_label=label,
         dataset=dataset,
-        data_config={"test_transform": model.transform, "batch_size": args.batch_size, "num_workers": 0},
+        data_config={"test_transform": eval_transform(model), "batch_size": args.batch_size, "num_workers": 0},
         description=f"registry model {args.model!r}" + (f" with weights '{args.weights}'" if args.weights else ""),
     )
 

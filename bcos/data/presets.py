@@ -38,6 +38,7 @@ __all__ = [
     "ImageNetClassificationPresetEval",
     "CIFAR10ClassificationPresetTrain",
     "CIFAR10ClassificationPresetTest",
+    "eval_transform",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -382,6 +383,24 @@ class CIFAR10ClassificationPresetTest(EvalPreset):
     def rescaled(self, divisor: int) -> CIFAR10ClassificationPresetTest:
         size = _divide(self.output_size, divisor)
         return self.with_args(resize_size=size, crop_size=size)
+
+
+def eval_transform(model_or_spec: Any) -> ImageNetClassificationPresetEval:
+    """The evaluation preset of a registry model, built from its plain-data spec.
+
+    Takes a model made by ``bcos.create_model`` (its ``pretrained_config.transform``) or the
+    :class:`bcos.models.registry.EvalTransformSpec` itself::
+
+        model = bcos.create_model("resnet50", pretrained=True)
+        x = eval_transform(model)(image)[None]   # [1, 6, 224, 224]
+    """
+    spec = getattr(getattr(model_or_spec, "pretrained_config", None), "transform", model_or_spec)
+    if not all(hasattr(spec, key) for key in ("resize_size", "crop_size", "is_bcos")):
+        raise ConfigError(
+            f"eval_transform() takes a model from bcos.create_model or its pretrained_config.transform, "
+            f"got {type(model_or_spec).__name__}"
+        )
+    return ImageNetClassificationPresetEval(crop_size=spec.crop_size, resize_size=spec.resize_size, is_bcos=spec.is_bcos)
 
 
 def _divide(size: int | tuple[int, int], divisor: int) -> int | tuple[int, int]:

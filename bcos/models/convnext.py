@@ -27,6 +27,7 @@ from bcos.models._utils import (
     make_logit_layer,
     refuse_pretrained,
 )
+from bcos.models.registry import Published, register_architecture
 from bcos.modules import BcosConv2d, norms
 
 __all__ = [
@@ -207,6 +208,7 @@ def _convnext(
     return BcosConvNeXt(block_setting, **kwargs)
 
 
+@register_architecture()
 def convnext_atto(*, pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosConvNeXt:
     """B-cos ConvNeXt-Atto (widths 40-320, depths 2-2-6-2, stochastic depth 0.1)."""
     setting = [CNBlockConfig(40, 80, 2), CNBlockConfig(80, 160, 2),
@@ -214,6 +216,17 @@ def convnext_atto(*, pretrained: bool = False, progress: bool = True, **kwargs: 
     return _convnext("convnext_atto", setting, 0.1, pretrained, kwargs)
 
 
+@register_architecture(
+    # "_pn": the model's default position norm; "_bnu": uncentered batch norm (the collection's default)
+    Published(
+        "convnext_tiny", "bcos_final_long/convnext_tiny_pn", "convnext_tiny_pn-539b1bfb37.pth", 77.488, 93.192, 28_543_392,
+        "B-cos ConvNeXt-T with position norm (epoch 596, EMA weights)", args={"norm_layer": None},
+    ),
+    Published(
+        "convnext_tiny_bnu", "bcos_final_long/convnext_tiny_bnu", "convnext_tiny_bnu-dbd7f5ef9d.pth", 76.826, 93.090, 28_543_392,
+        "B-cos ConvNeXt-T with uncentered batch norm (epoch 456, EMA weights)",
+    ),
+)
 def convnext_tiny(*, pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosConvNeXt:
     """B-cos ConvNeXt-T (widths 96-768, depths 3-3-9-3, stochastic depth 0.1)."""
     setting = [CNBlockConfig(96, 192, 3), CNBlockConfig(192, 384, 3),
@@ -221,6 +234,7 @@ def convnext_tiny(*, pretrained: bool = False, progress: bool = True, **kwargs: 
     return _convnext("convnext_tiny", setting, 0.1, pretrained, kwargs)
 
 
+@register_architecture()
 def convnext_small(*, pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosConvNeXt:
     """B-cos ConvNeXt-S (widths 96-768, depths 3-3-27-3, stochastic depth 0.4)."""
     setting = [CNBlockConfig(96, 192, 3), CNBlockConfig(192, 384, 3),
@@ -228,6 +242,16 @@ def convnext_small(*, pretrained: bool = False, progress: bool = True, **kwargs:
     return _convnext("convnext_small", setting, 0.4, pretrained, kwargs)
 
 
+@register_architecture(
+    Published(
+        "convnext_base", "bcos_final_long/convnext_base_pn", "convnext_base_pn-b0495852c6.pth", 79.650, 94.614, 88_466_304,
+        "B-cos ConvNeXt-B with position norm (epoch 581, non-EMA weights)", args={"norm_layer": None},
+    ),
+    Published(
+        "convnext_base_bnu", "bcos_final_long/convnext_base_bnu", "convnext_base_bnu-7c32a704b3.pth", 80.142, 94.834, 88_466_304,
+        "B-cos ConvNeXt-B with uncentered batch norm (epoch 541, EMA weights)",
+    ),
+)
 def convnext_base(*, pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosConvNeXt:
     """B-cos ConvNeXt-B (widths 128-1024, depths 3-3-27-3, stochastic depth 0.5)."""
     setting = [CNBlockConfig(128, 256, 3), CNBlockConfig(256, 512, 3),
@@ -235,6 +259,7 @@ def convnext_base(*, pretrained: bool = False, progress: bool = True, **kwargs: 
     return _convnext("convnext_base", setting, 0.5, pretrained, kwargs)
 
 
+@register_architecture()
 def convnext_large(*, pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosConvNeXt:
     """B-cos ConvNeXt-L (widths 192-1536, depths 3-3-27-3, stochastic depth 0.5)."""
     setting = [CNBlockConfig(192, 384, 3), CNBlockConfig(384, 768, 3),

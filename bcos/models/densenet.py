@@ -22,6 +22,7 @@ from torch import nn
 from bcos.errors import ConfigError
 from bcos.models.base import BcosUtilMixin
 from bcos.models._utils import check_builder_kwargs, make_logit_layer, refuse_pretrained
+from bcos.models.registry import Published, register_architecture
 from bcos.modules import BcosConv2d, norms
 
 __all__ = [
@@ -243,6 +244,13 @@ def _densenet(
     )
 
 
+@register_architecture(
+    Published("densenet121", "bcos_final/densenet_121", "densenet_121-b8daf96afb.pth", 73.612, 91.106, 7_945_440, "B-cos DenseNet-121"),
+    Published(
+        "densenet121_long", "bcos_final_long/densenet_121", "densenet_121_long-5175461597.pth", 77.302, 93.234, 7_945_440,
+        "B-cos DenseNet-121 trained 600 epochs (epoch 596, non-EMA weights)",
+    ),
+)
 def densenet121(
     pretrained: bool = False,
     progress: bool = True,
@@ -256,16 +264,25 @@ def densenet121(
     )
 
 
+@register_architecture(
+    Published("densenet161", "bcos_final/densenet_161", "densenet_161-9e9ea51353.pth", 76.622, 92.554, 28_584_144, "B-cos DenseNet-161"),
+)
 def densenet161(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """B-cos DenseNet-161 (k=48, blocks (6, 12, 36, 24), 96 stem channels)."""
     return _densenet("densenet161", 48, (6, 12, 36, 24), 96, pretrained, kwargs)
 
 
+@register_architecture(
+    Published("densenet169", "bcos_final/densenet_169", "densenet_169-7037ee0604.pth", 75.186, 91.786, 14_078_688, "B-cos DenseNet-169"),
+)
 def densenet169(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """B-cos DenseNet-169 (k=32, blocks (6, 12, 32, 32))."""
     return _densenet("densenet169", 32, (6, 12, 32, 32), 64, pretrained, kwargs)
 
 
+@register_architecture(
+    Published("densenet201", "bcos_final/densenet_201", "densenet_201-00ac87066f.pth", 75.480, 91.992, 19_907_808, "B-cos DenseNet-201"),
+)
 def densenet201(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """B-cos DenseNet-201 (k=32, blocks (6, 12, 48, 32))."""
     return _densenet("densenet201", 32, (6, 12, 48, 32), 64, pretrained, kwargs)
@@ -290,21 +307,25 @@ def _cifar_densenet(
     )
 
 
+@register_architecture()
 def cifar10_densenet52(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """CIFAR-10 B-cos DenseNet-BC-52 (k=12)."""
     return _cifar_densenet(52, 12, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_densenet100(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """CIFAR-10 B-cos DenseNet-BC-100 (k=12)."""
     return _cifar_densenet(100, 12, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_densenet190(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """CIFAR-10 B-cos DenseNet-BC-190 (k=40)."""
     return _cifar_densenet(190, 40, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_densenet250(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosDenseNet:
     """CIFAR-10 B-cos DenseNet-BC-250 (k=24)."""
     return _cifar_densenet(250, 24, pretrained, kwargs)

@@ -1,24 +1,35 @@
-"""The model registry: every published model by name, with how to build it and its weights.
+"""The model registry: every architecture by name, and every published model with its weights.
 
-Each entry (:class:`PretrainedConfig`) records the architecture builder and the keyword arguments
-its source experiment config gives it (kept here because models sit below ``bcos.experiments``;
-a test checks that both agree), the evaluation transform, the weights file (URL and SHA-256
-prefix), the reported ImageNet top-1/top-5 accuracy and the parameter count.
+Each architecture file declares its builders and, beside each builder, the models published for it
+(like torchvision's ``@register_model`` with its weights enums and timm's ``default_cfgs``)::
+
+    @register_architecture(
+        Published("resnet18", "bcos_final/resnet_18", "resnet_18-68b4160fff.pth",
+                  top1=68.736, top5=87.430, num_params=11_693_120, description="B-cos ResNet-18"),
+    )
+    def resnet18(pretrained=False, progress=True, **kwargs): ...
+
+That declaration is the only one: :func:`create_model`, :func:`list_models`, the entry points of
+:mod:`bcos.models.pretrained`, ``hubconf.py`` and ``bcos models`` are generated from it, and the
+ImageNet collections build their models with :func:`build_architecture`, the same builders and
+layer wiring (a :class:`Family`) the published models use.
 
     >>> import bcos
     >>> bcos.list_models("convnext*")
     ['convnext_base', 'convnext_base_bnu', 'convnext_tiny', 'convnext_tiny_bnu']
     >>> model = bcos.create_model("resnet18", pretrained=True)            # doctest: +SKIP
     >>> model = bcos.create_model("resnet50", pretrained=True, num_classes=10)  # fine-tuning: fresh classifier
+
+A model's evaluation preprocessing is plain data here (:class:`EvalTransformSpec`, in
+``model.pretrained_config.transform``); the data floor builds the transform from it
+(:func:`bcos.data.presets.eval_transform`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
-import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -27,7 +38,7 @@ import torch
 from torch import nn
 
 from bcos.errors import CheckpointError, ConfigError, unknown_name
-from bcos.models.base import BcosSequential
+from bcos.models._utils import default_logit_bias
 from bcos.models.weights import (
     WEIGHTS_BASE_URL,
     WeightsFile,
@@ -35,13 +46,21 @@ from bcos.models.weights import (
     load_state_dict_file,
     verify_sha256_prefix,
 )
-from bcos.modules import BcosConv2d, BcosLinear, LogitLayer
-from bcos.modules.norms import BatchNormUncentered2d, DetachableGNLayerNorm2d, DetachableLayerNorm, NoBias
+from bcos.modules import BcosConv2d
+from bcos.modules.norms import BatchNormUncentered2d, NoBias
 
 __all__ = [
     "SourceConfig",
     "EvalTransformSpec",
     "PretrainedConfig",
+    "Family",
+    "BCOS_CNN",
+    "Architecture",
+    "Published",
+    "register_architecture",
+    "get_architecture",
+    "list_architectures",
+    "build_architecture",
     "register_model",
     "get_pretrained_config",
     "list_models",
@@ -50,6 +69,7 @@ __all__ = [
 ]
 
 ModelKind = Literal["bcos_cnn", "bcos_vit", "standard_vit"]
+Builder = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
@@ -66,43 +86,102 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class EvalTransformSpec:
-    """The evaluation preprocessing: resize, center crop, then AddInverse (B-cos) or mean/std normalisation."""
+    """The evaluation preprocessing, as plain data: resize, center crop, then AddInverse (B-cos)
+    or mean/std normalisation. The field names are the arguments of
+    :class:`bcos.data.presets.ImageNetClassificationPresetEval`, which the data floor builds from it."""
 
     resize_size: int = 256
     crop_size: int = 224
     is_bcos: bool = True
 
-    def build(self) -> Any:
-        """The :class:`bcos.data.presets.ImageNetClassificationPresetEval` for this spec."""
-        # imported on use: the presets live on the data floor, above the models
-        from bcos.data.presets import ImageNetClassificationPresetEval
 
-        return ImageNetClassificationPresetEval(
-            crop_size=self.crop_size, resize_size=self.resize_size, is_bcos=self.is_bcos
+# --------------------------------------------------------------------------------------------
+# Architectures and their families
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """A kind of architecture and how the ImageNet collections wire its layers.
+
+    Attributes:
+        name: shown in messages (``"B-cos CNN"``, ``"ViT"``).
+        recipe: ``(is_bcos, num_classes, bcos_args) -> builder arguments`` of the published models
+            (the layer factories, norms and logit bias their collection config gives them).
+        assemble: ``(builder, is_bcos, bcos_args, args) -> model``: fills in the layer factories
+            that ``args`` leaves out (made from ``bcos_args``), calls the builder and adds what the
+            collection adds around it (a B-cos ViT's ``LogitLayer``).
+    """
+
+    name: str
+    recipe: Callable[[bool, int, Mapping[str, Any]], dict[str, Any]]
+    assemble: Callable[[Builder, bool, Mapping[str, Any], dict[str, Any]], nn.Module]
+
+
+def _bcos_cnn_recipe(is_bcos: bool, num_classes: int, bcos_args: Mapping[str, Any]) -> dict[str, Any]:
+    # ImageNet bcos_final(_long): uncentered batch norm without bias, logit bias -log(C - 1)
+    return dict(
+        num_classes=num_classes,
+        norm_layer=NoBias(BatchNormUncentered2d),
+        logit_bias=default_logit_bias(num_classes),
+        conv_layer=partial(BcosConv2d, **bcos_args),
+    )
+
+
+def _assemble_bcos_cnn(builder: Builder, is_bcos: bool, bcos_args: Mapping[str, Any], args: dict[str, Any]) -> nn.Module:
+    if not is_bcos:
+        raise ConfigError(
+            f"{builder.__name__} is a B-cos CNN: set model.is_bcos=True (standard CNNs: the ImageNet/baseline collection)"
         )
+    args = dict(args)
+    if "conv_layer" not in args:  # a caller may inject its own, as the reference's hubconf overrides did
+        args["conv_layer"] = partial(BcosConv2d, **bcos_args)
+    return builder(**args)
 
 
+#: The CNN architectures (ResNet, DenseNet, VGG, ConvNeXt): ``conv_layer`` from ``bcos_args``.
+BCOS_CNN = Family("B-cos CNN", recipe=_bcos_cnn_recipe, assemble=_assemble_bcos_cnn)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture builder, e.g. ``resnet50`` of :mod:`bcos.models.resnet`."""
+
+    name: str
+    builder: Builder
+    family: Family
+
+    @property
+    def module(self) -> str:
+        """The module of ``bcos.models`` that defines the builder (``resnet``, ``vit``, ...)."""
+        return self.builder.__module__.rsplit(".", 1)[-1]
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+# --------------------------------------------------------------------------------------------
+# Published models
+# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PretrainedConfig:
     """One registered model: how to build it, how to preprocess its inputs, where its weights are.
 
     Attributes:
         name: the registry / entry-point name (``resnet18``, ``standard_vitc_b_patch1_14``, ...).
-        architecture: the builder in ``bcos.models.<module>`` (``resnet18``, ``convnext_tiny``, ...).
-        kind: ``bcos_cnn`` (B-cos CNN with its own LogitLayer), ``bcos_vit`` (SimpleViT wrapped as
-            ``BcosSequential(vit, LogitLayer)``) or ``standard_vit`` (a plain SimpleViT, not B-cos).
+        architecture: a registered architecture builder (``resnet18``, ``convnext_tiny``, ...).
         source: the experiment config the weights come from.
-        args: plain-data builder arguments beyond the collection defaults (e.g. stochastic depth).
         transform: the evaluation transform spec.
-        weights: the published weights file, or None for an architecture without weights.
+        weights: the published weights file, or None for a model without weights.
         top1, top5: reported ImageNet validation accuracy in percent (None if unknown).
         num_params: the exact number of parameters (measured on the reference model).
         description: a one-line human description.
+        args: builder arguments beyond the collection's recipe (e.g. stochastic depth).
+        num_classes: the classifier size of the weights.
+        bcos_args: arguments of the B-cos layers (``b``, ``max_out``).
+        is_bcos: whether the model is a B-cos network (has ``explain``); the standard ViTs are not.
     """
 
     name: str
     architecture: str
-    kind: ModelKind
     source: SourceConfig
     transform: EvalTransformSpec
     weights: WeightsFile | None
@@ -113,48 +192,47 @@ class PretrainedConfig:
     args: Mapping[str, Any] = field(default_factory=dict)
     num_classes: int = 1000
     bcos_args: Mapping[str, Any] = field(default_factory=lambda: {"b": 2, "max_out": 1})
+    is_bcos: bool = True
 
     @property
-    def is_bcos(self) -> bool:
-        """Whether the model is a B-cos network (has ``explain``)."""
-        return self.kind != "standard_vit"
+    def family(self) -> Family:
+        """The architecture's family (how its layers are wired)."""
+        return get_architecture(self.architecture).family
+
+    @property
+    def kind(self) -> ModelKind:
+        """``bcos_cnn``, ``bcos_vit`` (SimpleViT wrapped as ``BcosSequential(vit, LogitLayer)``) or
+        ``standard_vit`` (a plain SimpleViT, not B-cos)."""
+        if self.family is BCOS_CNN:
+            return "bcos_cnn"
+        return "bcos_vit" if self.is_bcos else "standard_vit"
 
     @property
     def module(self) -> str:
         """The module of ``bcos.models`` holding the architecture builder."""
-        for prefix, module in _ARCHITECTURE_MODULES:
-            if self.architecture.startswith(prefix):
-                return module
-        raise ConfigError(f"no model module for architecture {self.architecture!r}")
+        return get_architecture(self.architecture).module
 
     def builder_kwargs(self, num_classes: int | None = None, **overrides: Any) -> dict[str, Any]:
-        """The keyword arguments of the architecture builder, as the source config sets them.
+        """The arguments the model is built with, as its source config sets them.
 
         ``overrides`` replace single arguments (``bcos_args`` is merged into the B-cos layer
-        arguments; ``logit_bias`` of a B-cos ViT goes to its LogitLayer, see :meth:`build`).
-        A B-cos CNN's ``logit_bias`` defaults to ``-log(num_classes - 1)``.
+        arguments; ``logit_bias`` of a B-cos ViT goes to its LogitLayer). A logit bias defaults to
+        ``-log(num_classes - 1)``.
         """
         num_classes = self.num_classes if num_classes is None else int(num_classes)
         if num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
         bcos_args = {**self.bcos_args, **overrides.pop("bcos_args", {})}
-        kwargs = _collection_kwargs(self.kind, num_classes, bcos_args)
+        kwargs = self.family.recipe(self.is_bcos, num_classes, bcos_args)
         kwargs.update(self.args)
         kwargs.update(overrides)
         return kwargs
 
     def build(self, num_classes: int | None = None, **overrides: Any) -> nn.Module:
         """Build the (untrained) model; see :meth:`builder_kwargs` for the arguments."""
-        overrides = dict(overrides)
-        logit_bias = overrides.pop("logit_bias", None) if self.kind == "bcos_vit" else None
+        bcos_args = {**self.bcos_args, **overrides.get("bcos_args", {})}
         kwargs = self.builder_kwargs(num_classes, **overrides)
-        builder = getattr(importlib.import_module(f"bcos.models.{self.module}"), self.architecture)
-        model = builder(**kwargs)
-        if self.kind == "bcos_vit":
-            if logit_bias is None:
-                logit_bias = _vit_logit_bias(kwargs["num_classes"])
-            model = BcosSequential(model, LogitLayer(logit_bias=logit_bias))
-        return model
+        return build_architecture(self.architecture, is_bcos=self.is_bcos, bcos_args=bcos_args, **kwargs)
 
     def summary(self) -> str:
         """One line: name, accuracy, size and source."""
@@ -162,144 +240,121 @@ class PretrainedConfig:
         return f"{self.name}: {self.description} ({accuracy}, {self.num_params / 1e6:.2f}M params; {self.source})"
 
 
-# builder prefix -> module of bcos.models (checked in order)
-_ARCHITECTURE_MODULES = (
-    ("resne", "resnet"),
-    ("wide_resnet", "resnet"),
-    ("densenet", "densenet"),
-    ("vgg", "vgg"),
-    ("convnext", "convnext"),
-    ("simple_vit", "vit"),
-    ("vitc", "vit"),
-)
+# the evaluation resize of each ImageNet collection (its configs' test_transform; a test checks them)
+_EVAL_RESIZE = {"bcos_final": 256, "bcos_final_long": 232, "vit_final": 256}
 
 
-def _cnn_logit_bias(num_classes: int) -> float:
-    # bcos_final(_long): -log(NUM_CLASSES - 1); a single class has no prior to encode
-    return -math.log(num_classes - 1) if num_classes > 1 else 0.0
+@dataclass(frozen=True)
+class Published:
+    """A published ImageNet model of an architecture, as declared beside its builder.
 
+    Attributes:
+        name: the registry name (``resnet50_long``).
+        source: ``"<collection>/<experiment>"`` of ``bcos/experiments/ImageNet`` it was trained with.
+        file_name: the weights file of the B-cos-v2 release, ``<stem>-<sha256 prefix>.pth``.
+        top1, top5, num_params, description: see :class:`PretrainedConfig`.
+        is_bcos: False for the standard (non-B-cos) ViTs.
+        args: builder arguments beyond the collection's recipe (``stochastic_depth_prob=0.1``).
+    """
 
-def _vit_logit_bias(num_classes: int) -> float:
-    # vit_final writes it as log(1 / (NUM_CLASSES - 1)); kept verbatim for bit-identical logits
-    return math.log(1 / (num_classes - 1)) if num_classes > 1 else 0.0
+    name: str
+    source: str
+    file_name: str
+    top1: float
+    top5: float
+    num_params: int
+    description: str
+    is_bcos: bool = True
+    args: Mapping[str, Any] = field(default_factory=dict)
 
-
-def _collection_kwargs(kind: ModelKind, num_classes: int, bcos_args: Mapping[str, Any]) -> dict[str, Any]:
-    """The builder arguments every model of a collection gets (ImageNet bcos_final(_long), vit_final)."""
-    if kind == "bcos_cnn":
-        return dict(
-            num_classes=num_classes,
-            norm_layer=NoBias(BatchNormUncentered2d),
-            logit_bias=_cnn_logit_bias(num_classes),
-            conv_layer=partial(BcosConv2d, **bcos_args),
+    def config(self, architecture: str) -> PretrainedConfig:
+        """The registry entry of this model of ``architecture``."""
+        collection, experiment = self.source.split("/")
+        if collection not in _EVAL_RESIZE:
+            raise ConfigError(f"no published collection {collection!r}; known: {', '.join(_EVAL_RESIZE)}")
+        return PretrainedConfig(
+            name=self.name,
+            architecture=architecture,
+            source=SourceConfig("ImageNet", collection, experiment),
+            transform=EvalTransformSpec(resize_size=_EVAL_RESIZE[collection], crop_size=224, is_bcos=self.is_bcos),
+            weights=WeightsFile(f"{WEIGHTS_BASE_URL}/{self.file_name}"),
+            top1=self.top1,
+            top5=self.top5,
+            num_params=self.num_params,
+            description=self.description,
+            args=dict(self.args),
+            is_bcos=self.is_bcos,
         )
-    if kind == "bcos_vit":
-        return dict(
-            num_classes=num_classes,
-            norm_layer=NoBias(DetachableLayerNorm),
-            act_layer=nn.Identity,
-            channels=6,
-            norm2d_layer=NoBias(DetachableGNLayerNorm2d),
-            linear_layer=partial(BcosLinear, **bcos_args),
-            conv2d_layer=partial(BcosConv2d, **bcos_args),
-        )
-    return dict(
-        num_classes=num_classes,
-        norm_layer=nn.LayerNorm,
-        norm2d_layer=DetachableGNLayerNorm2d,
-        act_layer=nn.GELU,
-        channels=3,
-        linear_layer=nn.Linear,
-        conv2d_layer=nn.Conv2d,
-    )
 
 
-# --------------------------------------------------------------------------------------------
-# The published models (B-cos-v2 release v0.0.1-weights)
-# --------------------------------------------------------------------------------------------
 _REGISTRY: dict[str, PretrainedConfig] = {}
 
 
+def register_architecture(*published: Published, family: Family = BCOS_CNN) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder under its name, with the models published for it.
+
+    ``family`` says how the collections wire its layers (:data:`BCOS_CNN`, or
+    :data:`bcos.models.vit.VIT`). Returns the builder unchanged.
+    """
+
+    def register(builder: Builder) -> Builder:
+        name = builder.__name__
+        if name in _ARCHITECTURES:
+            raise ConfigError(f"architecture {name!r} is registered twice")
+        _ARCHITECTURES[name] = Architecture(name, builder, family)
+        for entry in published:
+            register_model(entry.config(name))
+        return builder
+
+    return register
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture ``name``; unknown names raise with the closest match."""
+    try:
+        return _ARCHITECTURES[name]
+    except KeyError:
+        raise unknown_name("architecture", name, _ARCHITECTURES, hint="see bcos.models.registry.list_architectures()") from None
+
+
+def list_architectures(family: Family | None = None) -> list[str]:
+    """Sorted names of the registered architectures, optionally of one family only."""
+    return sorted(name for name, arch in _ARCHITECTURES.items() if family is None or arch.family is family)
+
+
+def build_architecture(
+    name: str,
+    *,
+    is_bcos: bool = True,
+    bcos_args: Mapping[str, Any] | None = None,
+    family: Family | None = None,
+    **args: Any,
+) -> nn.Module:
+    """Build architecture ``name`` as the ImageNet collections do (their ``get_model`` calls this).
+
+    ``args`` go to the builder; the layer factories they leave out are made from ``bcos_args``
+    (B-cos) or are the standard layers, see :class:`Family`. ``family`` restricts ``name`` to one
+    family (a collection of CNNs cannot build a ViT).
+    """
+    if family is not None and name not in _ARCHITECTURES:
+        raise unknown_name(f"{family.name} architecture", name, list_architectures(family))
+    architecture = get_architecture(name)
+    if family is not None and architecture.family is not family:
+        raise unknown_name(f"{family.name} architecture", name, list_architectures(family))
+    return architecture.family.assemble(architecture.builder, is_bcos, bcos_args or {}, args)
+
+
 def register_model(config: PretrainedConfig, *, overwrite: bool = False) -> PretrainedConfig:
-    """Add ``config`` to the registry (e.g. your own fine-tuned weights); returns it."""
+    """Add ``config`` to the registry (e.g. your own fine-tuned weights); returns it.
+
+    Its ``architecture`` must be registered. The published models are registered by the
+    :func:`register_architecture` declarations beside their builders.
+    """
+    get_architecture(config.architecture)  # raises with the closest name
     if config.name in _REGISTRY and not overwrite:
         raise ConfigError(f"model {config.name!r} is already registered; pass overwrite=True to replace it")
     _REGISTRY[config.name] = config
     return config
-
-
-def _published(
-    name: str,
-    architecture: str,
-    collection: str,
-    experiment: str,
-    file_name: str,
-    top1: float,
-    top5: float,
-    num_params: int,
-    description: str,
-    kind: ModelKind = "bcos_cnn",
-    resize_size: int = 256,
-    **args: Any,
-) -> None:
-    register_model(
-        PretrainedConfig(
-            name=name,
-            architecture=architecture,
-            kind=kind,
-            source=SourceConfig("ImageNet", collection, experiment),
-            transform=EvalTransformSpec(resize_size=resize_size, crop_size=224, is_bcos=kind != "standard_vit"),
-            weights=WeightsFile(f"{WEIGHTS_BASE_URL}/{file_name}"),
-            top1=top1,
-            top5=top5,
-            num_params=num_params,
-            description=description,
-            args=args,
-        )
-    )
-
-
-# ImageNet/bcos_final: 90 epochs, eval resize 256
-_published("resnet18", "resnet18", "bcos_final", "resnet_18", "resnet_18-68b4160fff.pth", 68.736, 87.430, 11_693_120, "B-cos ResNet-18")
-_published("resnet34", "resnet34", "bcos_final", "resnet_34", "resnet_34-a63425a03e.pth", 72.284, 90.052, 21_797_568, "B-cos ResNet-34")
-# the reference docstring says top-5 92.064%; the README table (used here) says 92.528%
-_published("resnet50", "resnet50", "bcos_final", "resnet_50", "resnet_50-ead259efe4.pth", 75.882, 92.528, 25_538_880, "B-cos ResNet-50")
-_published("resnet101", "resnet101", "bcos_final", "resnet_101", "resnet_101-84c3658278.pth", 76.532, 92.538, 44_504_896, "B-cos ResNet-101")
-_published("resnet152", "resnet152", "bcos_final", "resnet_152", "resnet_152-42051a77c1.pth", 76.484, 92.398, 60_125_504, "B-cos ResNet-152")
-_published("resnext50_32x4d", "resnext50_32x4d", "bcos_final", "resnext_50_32x4d", "resnext_50_32x4d-57af241ab9.pth", 75.820, 91.810, 25_003_200, "B-cos ResNeXt-50 32x4d")
-_published("densenet121", "densenet121", "bcos_final", "densenet_121", "densenet_121-b8daf96afb.pth", 73.612, 91.106, 7_945_440, "B-cos DenseNet-121")
-_published("densenet161", "densenet161", "bcos_final", "densenet_161", "densenet_161-9e9ea51353.pth", 76.622, 92.554, 28_584_144, "B-cos DenseNet-161")
-_published("densenet169", "densenet169", "bcos_final", "densenet_169", "densenet_169-7037ee0604.pth", 75.186, 91.786, 14_078_688, "B-cos DenseNet-169")
-_published("densenet201", "densenet201", "bcos_final", "densenet_201", "densenet_201-00ac87066f.pth", 75.480, 91.992, 19_907_808, "B-cos DenseNet-201")
-_published("vgg11_bnu", "vgg11_bnu", "bcos_final", "vgg_11_bnu", "vgg_11_bnu-34036029f0.pth", 69.310, 88.388, 132_855_872, "B-cos VGG-11 with uncentered batch norm")
-
-# ImageNet/bcos_final_long: 600 epochs (torchvision's new recipe, AMP), eval resize 232
-_LONG = dict(collection="bcos_final_long", resize_size=232)
-_published("convnext_tiny", "convnext_tiny", experiment="convnext_tiny_pn", file_name="convnext_tiny_pn-539b1bfb37.pth", top1=77.488, top5=93.192, num_params=28_543_392, description="B-cos ConvNeXt-T with position norm (epoch 596, EMA weights)", norm_layer=None, **_LONG)
-_published("convnext_base", "convnext_base", experiment="convnext_base_pn", file_name="convnext_base_pn-b0495852c6.pth", top1=79.650, top5=94.614, num_params=88_466_304, description="B-cos ConvNeXt-B with position norm (epoch 581, non-EMA weights)", norm_layer=None, **_LONG)
-_published("convnext_tiny_bnu", "convnext_tiny", experiment="convnext_tiny_bnu", file_name="convnext_tiny_bnu-dbd7f5ef9d.pth", top1=76.826, top5=93.090, num_params=28_543_392, description="B-cos ConvNeXt-T with uncentered batch norm (epoch 456, EMA weights)", **_LONG)
-_published("convnext_base_bnu", "convnext_base", experiment="convnext_base_bnu", file_name="convnext_base_bnu-7c32a704b3.pth", top1=80.142, top5=94.834, num_params=88_466_304, description="B-cos ConvNeXt-B with uncentered batch norm (epoch 541, EMA weights)", **_LONG)
-_published("densenet121_long", "densenet121", experiment="densenet_121", file_name="densenet_121_long-5175461597.pth", top1=77.302, top5=93.234, num_params=7_945_440, description="B-cos DenseNet-121 trained 600 epochs (epoch 596, non-EMA weights)", **_LONG)
-_published("resnet50_long", "resnet50", experiment="resnet_50", file_name="resnet_50_long-ef38a88533.pth", top1=79.468, top5=94.452, num_params=25_538_880, description="B-cos ResNet-50 trained 600 epochs (epoch 580, non-EMA weights)", stochastic_depth_prob=0.1, **_LONG)
-_published("resnet152_long", "resnet152", experiment="resnet_152", file_name="resnet_152_long-0b4b434939.pth", top1=80.144, top5=94.116, num_params=60_125_504, description="B-cos ResNet-152 trained 600 epochs (epoch 433, non-EMA weights)", stochastic_depth_prob=0.1, **_LONG)
-
-# ImageNet/vit_final: B-cos ViTs (experiment "bcos_<arch>") and standard ones ("<arch>"), eval resize 256
-_VITS = (
-    # arch, B-cos (hash, top-1, top-5, params), standard (hash, top-1, top-5, params), description
-    ("simple_vit_ti_patch16_224", ("4b0824b1c1", 59.960, 81.838, 5_800_128), ("2ae8c65a39", 70.230, 89.380, 5_670_184), "Simple ViT-Ti/16"),
-    ("simple_vit_s_patch16_224", ("75e99d1f73", 69.246, 88.096, 22_217_088), ("f2934fcdcf", 74.470, 91.226, 21_956_200), "Simple ViT-S/16"),
-    ("simple_vit_b_patch16_224", ("1fc4750806", 74.408, 91.156, 86_901_504), ("87074200ed", 75.300, 91.026, 86_378_728), "Simple ViT-B/16"),
-    ("simple_vit_l_patch16_224", ("9613b2ad0a", 75.060, 91.378, 178_787_328), ("62dc536e03", 75.710, 90.050, 178_104_296), "Simple ViT-L/16"),
-    ("vitc_ti_patch1_14", ("ddd6193a77", 67.260, 86.774, 5_318_712), ("a5d6bded37", 72.590, 90.788, 5_334_952), "Simple ViT-Ti with a conv stem"),
-    ("vitc_s_patch1_14", ("cf55c88f0c", 74.504, 91.288, 20_878_704), ("34ecd7288e", 75.756, 91.994, 20_910_184), "Simple ViT-S with a conv stem"),
-    ("vitc_b_patch1_14", ("a13c46397b", 77.152, 92.926, 81_326_016), ("4d374b0220", 76.790, 92.024, 81_388_648), "Simple ViT-B with a conv stem"),
-    ("vitc_l_patch1_14", ("8739e18b8d", 77.782, 92.966, 167_444_160), ("560e48f246", 77.866, 92.298, 167_541_352), "Simple ViT-L with a conv stem"),
-)
-for _arch, (_hash, _top1, _top5, _params), _, _description in _VITS:
-    _published(_arch, _arch, "vit_final", f"bcos_{_arch}", f"bcos_{_arch}-{_hash}.pth", _top1, _top5, _params, f"B-cos {_description}", kind="bcos_vit")
-for _arch, _, (_hash, _top1, _top5, _params), _description in _VITS:
-    _published(f"standard_{_arch}", _arch, "vit_final", _arch, f"standard_{_arch}-{_hash}.pth", _top1, _top5, _params, f"standard (non-B-cos) {_description}", kind="standard_vit")
-del _arch, _hash, _top1, _top5, _params, _description
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,8 +407,8 @@ def create_model(
         **kwargs: builder arguments that replace the config's (``stochastic_depth_prob``,
             ``norm_layer``, ``logit_bias``, ``bcos_args={"b": 2.5}``, ...).
 
-    The model gets ``model.transform`` (its evaluation preprocessing) and ``model.pretrained_config``
-    (this registry entry).
+    The model gets ``model.pretrained_config`` (this registry entry; its ``transform`` is the
+    evaluation preprocessing as plain data, built by :func:`bcos.data.presets.eval_transform`).
     """
     config = get_pretrained_config(name)
     model = config.build(num_classes, **kwargs)
@@ -370,7 +425,6 @@ def create_model(
             path = fetch_weights_file(config.weights, progress=progress)
         new_num_classes = num_classes if num_classes not in (None, config.num_classes) else None
         load_weights_into(model, load_state_dict_file(path), str(path), new_num_classes)
-    model.transform = config.transform.build()
     model.pretrained_config = config
     return model
 

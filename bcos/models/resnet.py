@@ -28,6 +28,7 @@ from bcos.models._utils import (
     refuse_pretrained,
 )
 from bcos.models.base import BcosUtilMixin
+from bcos.models.registry import Published, register_architecture
 from bcos.modules import BcosConv2d, norms
 
 __all__ = [
@@ -408,31 +409,58 @@ def _resnet(
     return BcosResNet(block, layers, **{**(defaults or {}), **kwargs}, **fixed)
 
 
+@register_architecture(
+    Published("resnet18", "bcos_final/resnet_18", "resnet_18-68b4160fff.pth", 68.736, 87.430, 11_693_120, "B-cos ResNet-18"),
+)
 def resnet18(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNet-18 (BasicBlock, [2, 2, 2, 2]). ``progress`` is accepted for compatibility."""
     return _resnet("resnet18", BasicBlock, [2, 2, 2, 2], pretrained, kwargs)
 
 
+@register_architecture(
+    Published("resnet34", "bcos_final/resnet_34", "resnet_34-a63425a03e.pth", 72.284, 90.052, 21_797_568, "B-cos ResNet-34"),
+)
 def resnet34(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNet-34 (BasicBlock, [3, 4, 6, 3])."""
     return _resnet("resnet34", BasicBlock, [3, 4, 6, 3], pretrained, kwargs)
 
 
+@register_architecture(
+    # the reference docstring says top-5 92.064%; the README table (used here) says 92.528%
+    Published("resnet50", "bcos_final/resnet_50", "resnet_50-ead259efe4.pth", 75.882, 92.528, 25_538_880, "B-cos ResNet-50"),
+    Published(
+        "resnet50_long", "bcos_final_long/resnet_50", "resnet_50_long-ef38a88533.pth", 79.468, 94.452, 25_538_880,
+        "B-cos ResNet-50 trained 600 epochs (epoch 580, non-EMA weights)", args={"stochastic_depth_prob": 0.1},
+    ),
+)
 def resnet50(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNet-50 (Bottleneck, [3, 4, 6, 3])."""
     return _resnet("resnet50", Bottleneck, [3, 4, 6, 3], pretrained, kwargs)
 
 
+@register_architecture(
+    Published("resnet101", "bcos_final/resnet_101", "resnet_101-84c3658278.pth", 76.532, 92.538, 44_504_896, "B-cos ResNet-101"),
+)
 def resnet101(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNet-101 (Bottleneck, [3, 4, 23, 3])."""
     return _resnet("resnet101", Bottleneck, [3, 4, 23, 3], pretrained, kwargs)
 
 
+@register_architecture(
+    Published("resnet152", "bcos_final/resnet_152", "resnet_152-42051a77c1.pth", 76.484, 92.398, 60_125_504, "B-cos ResNet-152"),
+    Published(
+        "resnet152_long", "bcos_final_long/resnet_152", "resnet_152_long-0b4b434939.pth", 80.144, 94.116, 60_125_504,
+        "B-cos ResNet-152 trained 600 epochs (epoch 433, non-EMA weights)", args={"stochastic_depth_prob": 0.1},
+    ),
+)
 def resnet152(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNet-152 (Bottleneck, [3, 8, 36, 3])."""
     return _resnet("resnet152", Bottleneck, [3, 8, 36, 3], pretrained, kwargs)
 
 
+@register_architecture(
+    Published("resnext50_32x4d", "bcos_final/resnext_50_32x4d", "resnext_50_32x4d-57af241ab9.pth", 75.820, 91.810, 25_003_200, "B-cos ResNeXt-50 32x4d"),
+)
 def resnext50_32x4d(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNeXt-50 32x4d."""
     return _resnet(
@@ -441,6 +469,7 @@ def resnext50_32x4d(pretrained: bool = False, progress: bool = True, **kwargs: A
     )  # fmt: skip
 
 
+@register_architecture()
 def resnext101_32x8d(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos ResNeXt-101 32x8d."""
     return _resnet(
@@ -449,6 +478,7 @@ def resnext101_32x8d(pretrained: bool = False, progress: bool = True, **kwargs: 
     )  # fmt: skip
 
 
+@register_architecture()
 def wide_resnet50_2(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos Wide ResNet-50-2 (bottleneck width doubled)."""
     return _resnet(
@@ -456,6 +486,7 @@ def wide_resnet50_2(pretrained: bool = False, progress: bool = True, **kwargs: A
     )
 
 
+@register_architecture()
 def wide_resnet101_2(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """B-cos Wide ResNet-101-2 (bottleneck width doubled)."""
     return _resnet(
@@ -474,26 +505,31 @@ def _cifar_resnet(arch: str, depth: int, pretrained: bool, kwargs: dict[str, Any
     )
 
 
+@register_architecture()
 def cifar10_resnet20(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """CIFAR-10 B-cos ResNet-20 (3 blocks per stage, widths 16/32/64)."""
     return _cifar_resnet("cifar10_resnet20", 20, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnet32(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """CIFAR-10 B-cos ResNet-32 (5 blocks per stage)."""
     return _cifar_resnet("cifar10_resnet32", 32, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnet44(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """CIFAR-10 B-cos ResNet-44 (7 blocks per stage)."""
     return _cifar_resnet("cifar10_resnet44", 44, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnet56(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """CIFAR-10 B-cos ResNet-56 (9 blocks per stage)."""
     return _cifar_resnet("cifar10_resnet56", 56, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnet110(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosResNet:
     """CIFAR-10 B-cos ResNet-110 (18 blocks per stage)."""
     return _cifar_resnet("cifar10_resnet110", 110, pretrained, kwargs)
@@ -523,6 +559,7 @@ def cifar10_resnext29_8x64d(
     return _cifar_resnext("cifar10_resnext29_8x64d", 29, 8, 64, 64, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext29_16x64d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -538,6 +575,7 @@ def cifar10_resnext29_32x4d(
     return _cifar_resnext("cifar10_resnext29_32x4d", 29, 32, 4, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext47_32x4d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -545,6 +583,7 @@ def cifar10_resnext47_32x4d(
     return _cifar_resnext("cifar10_resnext47_32x4d", 47, 32, 4, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext65_32x4d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -552,6 +591,7 @@ def cifar10_resnext65_32x4d(
     return _cifar_resnext("cifar10_resnext65_32x4d", 65, 32, 4, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext101_32x4d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -559,6 +599,7 @@ def cifar10_resnext101_32x4d(
     return _cifar_resnext("cifar10_resnext101_32x4d", 101, 32, 4, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext29_16x8d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -566,6 +607,7 @@ def cifar10_resnext29_16x8d(
     return _cifar_resnext("cifar10_resnext29_16x8d", 29, 16, 8, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext47_16x8d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -573,6 +615,7 @@ def cifar10_resnext47_16x8d(
     return _cifar_resnext("cifar10_resnext47_16x8d", 47, 16, 8, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext65_16x8d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:
@@ -580,6 +623,7 @@ def cifar10_resnext65_16x8d(
     return _cifar_resnext("cifar10_resnext65_16x8d", 65, 16, 8, 16, pretrained, kwargs)
 
 
+@register_architecture()
 def cifar10_resnext101_16x8d(
     pretrained: bool = False, progress: bool = True, **kwargs: Any
 ) -> BcosResNet:

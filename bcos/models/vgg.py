@@ -19,6 +19,7 @@ from torch import nn
 
 from bcos.models.base import BcosUtilMixin
 from bcos.models._utils import check_builder_kwargs, make_logit_layer, refuse_pretrained
+from bcos.models.registry import Published, register_architecture
 from bcos.modules import BcosConv2d, norms
 
 __all__ = [
@@ -174,36 +175,45 @@ def vgg11(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> Bco
     return _vgg("vgg11", "A", pretrained, None, kwargs)
 
 
+@register_architecture(
+    Published("vgg11_bnu", "bcos_final/vgg_11_bnu", "vgg_11_bnu-34036029f0.pth", 69.310, 88.388, 132_855_872, "B-cos VGG-11 with uncentered batch norm"),
+)
 def vgg11_bnu(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-11 (configuration A) with NoBias(BatchNormUncentered2d) by default."""
     return _vgg("vgg11_bnu", "A", pretrained, DEFAULT_NORM_LAYER, kwargs)
 
 
+@register_architecture()
 def vgg13(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-13 (configuration B), no normalisation by default."""
     return _vgg("vgg13", "B", pretrained, None, kwargs)
 
 
+@register_architecture()
 def vgg13_bnu(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-13 (configuration B) with NoBias(BatchNormUncentered2d) by default."""
     return _vgg("vgg13_bnu", "B", pretrained, DEFAULT_NORM_LAYER, kwargs)
 
 
+@register_architecture()
 def vgg16(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-16 (configuration D), no normalisation by default."""
     return _vgg("vgg16", "D", pretrained, None, kwargs)
 
 
+@register_architecture()
 def vgg16_bnu(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-16 (configuration D) with NoBias(BatchNormUncentered2d) by default."""
     return _vgg("vgg16_bnu", "D", pretrained, DEFAULT_NORM_LAYER, kwargs)
 
 
+@register_architecture()
 def vgg19(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-19 (configuration E), no normalisation by default."""
     return _vgg("vgg19", "E", pretrained, None, kwargs)
 
 
+@register_architecture()
 def vgg19_bnu(pretrained: bool = False, progress: bool = True, **kwargs: Any) -> BcosVGG:
     """B-cos VGG-19 (configuration E) with NoBias(BatchNormUncentered2d) by default."""
     return _vgg("vgg19_bnu", "E", pretrained, DEFAULT_NORM_LAYER, kwargs)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from bcos.errors import ConfigError, InputError, unknown_name
 from bcos.models.base import BcosSequential
+from bcos.models.registry import Family, Published, register_architecture
 from bcos.modules import BcosConv2d, BcosLinear, LogitLayer
 from bcos.modules.explanation_mode import DetachableModule
 from bcos.modules.norms import DetachableGNLayerNorm2d, DetachableLayerNorm, NoBias
@@ -54,6 +55,8 @@ __all__ = [
     "make_bcos_vit",
     "make_standard_vit",
     "VIT_ARCHITECTURES",
+    "VIT",
+    "vit_final_logit_bias",
     "simple_vit_ti_patch16_224",
     "simple_vit_s_patch16_224",
     "simple_vit_b_patch16_224",
@@ -405,7 +408,65 @@ class SimpleViT(nn.Module):
         return _TokenHead(self)
 
 
-def _builder(name: str, doc: str, **architecture: Any) -> Callable[..., SimpleViT]:
+# --------------------------------------------------------------------------------------------
+# How the vit_final collection builds ViTs, and the published models
+# --------------------------------------------------------------------------------------------
+def vit_final_logit_bias(num_classes: int) -> float:
+    """The B-cos ViTs' logit bias as vit_final writes it, ``log(1 / (C - 1))`` (verbatim, for
+    bit-identical logits; 0 for a single class)."""
+    return math.log(1 / (num_classes - 1)) if num_classes > 1 else 0.0
+
+
+def _vit_layers(is_bcos: bool, bcos_args: Mapping[str, Any]) -> dict[str, Any]:
+    if not is_bcos:
+        return standard_vit_kwargs()
+    return {
+        **bcos_vit_kwargs(),
+        "linear_layer": partial(BcosLinear, **bcos_args),
+        "conv2d_layer": partial(BcosConv2d, **bcos_args),
+    }
+
+
+def _vit_recipe(is_bcos: bool, num_classes: int, bcos_args: Mapping[str, Any]) -> dict[str, Any]:
+    recipe = {"num_classes": num_classes, **_vit_layers(is_bcos, bcos_args)}
+    if is_bcos:
+        recipe["logit_bias"] = vit_final_logit_bias(num_classes)
+    return recipe
+
+
+def _assemble_vit(builder: Callable[..., SimpleViT], is_bcos: bool, bcos_args: Mapping[str, Any], args: dict[str, Any]) -> nn.Module:
+    args = dict(args)
+    logit_bias = args.pop("logit_bias", None) if is_bcos else None
+    if "linear_layer" not in args or "conv2d_layer" not in args:  # a caller may inject its own
+        layers = _vit_layers(is_bcos, bcos_args)
+        args.update(linear_layer=layers["linear_layer"], conv2d_layer=layers["conv2d_layer"])
+    vit = builder(**args)
+    if not is_bcos:
+        return vit
+    if logit_bias is None:
+        raise ConfigError("a B-cos ViT needs a logit_bias (vit_final configs: model.logit_bias = log(1 / (num_classes - 1)))")
+    return BcosSequential(vit, LogitLayer(logit_bias=logit_bias))
+
+
+#: The simple ViTs: linear/conv layers from ``bcos_args`` (or the standard ones); a B-cos ViT is
+#: wrapped as ``BcosSequential(vit, LogitLayer(logit_bias))``.
+VIT = Family("ViT", recipe=_vit_recipe, assemble=_assemble_vit)
+
+
+def _published(arch: str, description: str, bcos: tuple, standard: tuple) -> tuple[Published, Published]:
+    """The B-cos and the standard model of ``arch`` in vit_final, each as (sha256 prefix, top-1, top-5, parameters)."""
+    bcos_hash, *bcos_numbers = bcos
+    standard_hash, *standard_numbers = standard
+    return (
+        Published(arch, f"vit_final/bcos_{arch}", f"bcos_{arch}-{bcos_hash}.pth", *bcos_numbers, f"B-cos {description}"),
+        Published(
+            f"standard_{arch}", f"vit_final/{arch}", f"standard_{arch}-{standard_hash}.pth", *standard_numbers,
+            f"standard (non-B-cos) {description}", is_bcos=False,
+        ),
+    )  # fmt: skip
+
+
+def _builder(name: str, doc: str, published: tuple[Published, ...], **architecture: Any) -> Callable[..., SimpleViT]:
     def build(**kwargs: Any) -> SimpleViT:
         kwargs.setdefault("num_classes", 1000)
         clashes = sorted(set(kwargs) & set(architecture))
@@ -418,37 +479,53 @@ def _builder(name: str, doc: str, **architecture: Any) -> Callable[..., SimpleVi
         f"{doc}\n\nReturns a bare :class:`SimpleViT` (B-cos layers unless ``standard_vit_kwargs()`` "
         "are passed); keyword arguments go to SimpleViT (num_classes defaults to 1000)."
     )
-    return build
+    return register_architecture(*published, family=VIT)(build)
 
 
 # depth is one lower for the conv-stem models, to account for the stem (Xiao et al.)
 simple_vit_ti_patch16_224 = _builder(
-    "simple_vit_ti_patch16_224", "ViT-Ti/16 at 224px.", image_size=224, patch_size=16, depth=12, dim=192, heads=3, mlp_dim=768
+    "simple_vit_ti_patch16_224", "ViT-Ti/16 at 224px.", image_size=224, patch_size=16, depth=12, dim=192, heads=3, mlp_dim=768,
+    published=_published("simple_vit_ti_patch16_224", "Simple ViT-Ti/16",
+                         ("4b0824b1c1", 59.960, 81.838, 5_800_128), ("2ae8c65a39", 70.230, 89.380, 5_670_184)),
 )
 simple_vit_s_patch16_224 = _builder(
-    "simple_vit_s_patch16_224", "ViT-S/16 at 224px.", image_size=224, patch_size=16, depth=12, dim=384, heads=6, mlp_dim=1536
+    "simple_vit_s_patch16_224", "ViT-S/16 at 224px.", image_size=224, patch_size=16, depth=12, dim=384, heads=6, mlp_dim=1536,
+    published=_published("simple_vit_s_patch16_224", "Simple ViT-S/16",
+                         ("75e99d1f73", 69.246, 88.096, 22_217_088), ("f2934fcdcf", 74.470, 91.226, 21_956_200)),
 )
 simple_vit_b_patch16_224 = _builder(
-    "simple_vit_b_patch16_224", "ViT-B/16 at 224px.", image_size=224, patch_size=16, depth=12, dim=768, heads=12, mlp_dim=3072
+    "simple_vit_b_patch16_224", "ViT-B/16 at 224px.", image_size=224, patch_size=16, depth=12, dim=768, heads=12, mlp_dim=3072,
+    published=_published("simple_vit_b_patch16_224", "Simple ViT-B/16",
+                         ("1fc4750806", 74.408, 91.156, 86_901_504), ("87074200ed", 75.300, 91.026, 86_378_728)),
 )
 simple_vit_l_patch16_224 = _builder(
-    "simple_vit_l_patch16_224", "ViT-L/16 at 224px (depth 14).", image_size=224, patch_size=16, depth=14, dim=1024, heads=16, mlp_dim=4096
+    "simple_vit_l_patch16_224", "ViT-L/16 at 224px (depth 14).", image_size=224, patch_size=16, depth=14, dim=1024, heads=16, mlp_dim=4096,
+    published=_published("simple_vit_l_patch16_224", "Simple ViT-L/16",
+                         ("9613b2ad0a", 75.060, 91.378, 178_787_328), ("62dc536e03", 75.710, 90.050, 178_104_296)),
 )
 vitc_ti_patch1_14 = _builder(
     "vitc_ti_patch1_14", "ViT-Ti with a conv stem (224px -> 14x14 tokens).",
     image_size=14, patch_size=1, depth=11, dim=192, heads=3, mlp_dim=768, conv_stem=[24, 48, 96, 192],
+    published=_published("vitc_ti_patch1_14", "Simple ViT-Ti with a conv stem",
+                         ("ddd6193a77", 67.260, 86.774, 5_318_712), ("a5d6bded37", 72.590, 90.788, 5_334_952)),
 )
 vitc_s_patch1_14 = _builder(
     "vitc_s_patch1_14", "ViT-S with a conv stem (224px -> 14x14 tokens).",
     image_size=14, patch_size=1, depth=11, dim=384, heads=6, mlp_dim=1536, conv_stem=[48, 96, 192, 384],
+    published=_published("vitc_s_patch1_14", "Simple ViT-S with a conv stem",
+                         ("cf55c88f0c", 74.504, 91.288, 20_878_704), ("34ecd7288e", 75.756, 91.994, 20_910_184)),
 )
 vitc_b_patch1_14 = _builder(
     "vitc_b_patch1_14", "ViT-B with a conv stem (224px -> 14x14 tokens).",
     image_size=14, patch_size=1, depth=11, dim=768, heads=12, mlp_dim=3072, conv_stem=[64, 128, 128, 256, 256, 512],
+    published=_published("vitc_b_patch1_14", "Simple ViT-B with a conv stem",
+                         ("a13c46397b", 77.152, 92.926, 81_326_016), ("4d374b0220", 76.790, 92.024, 81_388_648)),
 )
 vitc_l_patch1_14 = _builder(
     "vitc_l_patch1_14", "ViT-L with a conv stem (224px -> 14x14 tokens).",
     image_size=14, patch_size=1, depth=13, dim=1024, heads=16, mlp_dim=4096, conv_stem=[64, 128, 128, 256, 256, 512],
+    published=_published("vitc_l_patch1_14", "Simple ViT-L with a conv stem",
+                         ("8739e18b8d", 77.782, 92.966, 167_444_160), ("560e48f246", 77.866, 92.298, 167_541_352)),
 )
 
 #: architecture name -> builder

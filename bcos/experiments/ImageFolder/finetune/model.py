@@ -79,8 +79,6 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         num_classes=num_classes,
         weights=weights,
     )
-    # the registry's evaluation transform is the source model's, not the fine-tuned one's
-    del model.transform
     if model_config.get("freeze_backbone", False):
         freeze_backbone(model)
     return model
