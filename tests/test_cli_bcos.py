@@ -207,14 +207,14 @@ def test_explain_a_chosen_class_by_name(tiny_weights, tmp_path, capsys):
 def _fake_demo_run(base: Path) -> Path:
     """experiments/Digits/bcos_demo/resnet_8_bnu-linear with a last.ckpt (untrained weights)."""
     from bcos.experiments.utils import Experiment
-    from bcos.experiments.utils.loading import save_checkpoint_file
+    from bcos.checkpoint_io import atomic_torch_save
 
     experiment = Experiment("Digits", "bcos_demo", "resnet_8_bnu-linear", base_directory=base)
     torch.manual_seed(0)
     model = experiment.get_model()
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     experiment.save_dir.mkdir(parents=True)
-    save_checkpoint_file({"state_dict": state, "epoch": 0, "pytorch-lightning_version": "2.5.0"}, experiment.save_dir / "last.ckpt")
+    atomic_torch_save({"state_dict": state, "epoch": 0, "pytorch-lightning_version": "2.5.0"}, experiment.save_dir / "last.ckpt")
     return experiment.save_dir
 
 

@@ -14,17 +14,19 @@ import pytest
 import torch
 from torch import nn
 
-from bcos.errors import CheckpointError, ConfigError, DataNotFoundError, UnknownNameError
-from bcos.experiments.utils.checkpoint_stripping import strip_checkpoint
-from bcos.experiments.utils.loading import (
-    ReloadTypes,
+from bcos.checkpoint_io import (
+    atomic_torch_save,
     checkpoint_format,
     extract_model_state_dict,
     load_checkpoint_file,
-    load_checkpoint_from_run,
+    load_state_dict_file,
     load_state_dict_into,
-    save_checkpoint_file,
+    sha256_of_file,
+    verify_sha256_prefix,
 )
+from bcos.errors import CheckpointError, ConfigError, DataNotFoundError, UnknownNameError
+from bcos.experiments.utils.checkpoint_stripping import strip_checkpoint
+from bcos.experiments.utils.loading import ReloadTypes, load_checkpoint_from_run
 from bcos.experiments.utils.metrics import Metrics, MetricsNotFoundError, read_metric_file, write_metric_file
 from bcos.experiments.utils.run_folder import (
     RunFolder,
@@ -148,8 +150,8 @@ def test_missing_and_corrupt_files(tmp_path):
         load_checkpoint_file(tensor_only)
 
 
-def test_save_checkpoint_file_is_atomic_and_loadable(tmp_path):
-    path = save_checkpoint_file(_weights(1), tmp_path / "sub" / "w.pth")
+def test_atomic_torch_save_is_atomic_and_loadable(tmp_path):
+    path = atomic_torch_save(_weights(1), tmp_path / "sub" / "w.pth")
     _assert_same(load_checkpoint_file(path), _weights(1))
     assert [p.name for p in path.parent.iterdir()] == ["w.pth"]  # no temporary left behind
 
@@ -195,6 +197,64 @@ def test_load_state_dict_into_names_the_differences():
     assert "1 unexpected key(s) (e.g. 2.weight)" in message
     assert "0.weight: checkpoint [4, 3] vs model [2, 3]" in message
     assert "'x.ckpt'" in message
+
+
+def test_load_state_dict_file_reads_every_format(tmp_path):
+    formats = {
+        "weights.pth": _weights(1),
+        "simple.pth": {"model_state_dict": _weights(1), "optimizer": {}},
+        "lightning.ckpt": _lightning_checkpoint(2, model_seed=1, ema_seed=3),
+        # a training checkpoint without Lightning's metadata, and one without the module prefix
+        "partial.ckpt": {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in _weights(1).items()}},
+        "unprefixed.ckpt": {"state_dict": _weights(1)},
+    }
+    for name, content in formats.items():
+        atomic_torch_save(content, tmp_path / name)
+        _assert_same(load_state_dict_file(tmp_path / name), _weights(1))
+    _assert_same(load_state_dict_file(tmp_path / "lightning.ckpt", ema=True), _weights(3))
+    atomic_torch_save({"model_state_dict": {"w": "text"}}, tmp_path / "text.pth")
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        load_state_dict_file(tmp_path / "text.pth")
+
+
+def test_load_state_dict_into_keeps_a_resized_classifier_fresh_only_when_asked():
+    torch.manual_seed(0)
+    pretrained = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 5)).state_dict()
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    fresh_head = model[1].weight.detach().clone()
+    with pytest.raises(CheckpointError, match=r"1\.weight: checkpoint \[5, 4\] vs model \[2, 4\]"):
+        load_state_dict_into(model, pretrained, source="pretrained.pth")
+    load_state_dict_into(model, pretrained, source="pretrained.pth", new_num_classes=2)
+    assert torch.equal(model[0].weight, pretrained["0.weight"])
+    assert torch.equal(model[1].weight, fresh_head)
+    # only the class dimension may differ
+    wrong = {**pretrained, "0.weight": torch.zeros(4, 7)}
+    with pytest.raises(CheckpointError, match="1 shape mismatch"):
+        load_state_dict_into(model, wrong, new_num_classes=2)
+
+
+def test_sha256_of_file_and_prefix_check(tmp_path):
+    path = tmp_path / "w-abc.pth"
+    atomic_torch_save(_weights(0), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sha256_of_file(path) == digest
+    verify_sha256_prefix(path, digest[:10])
+    with pytest.raises(CheckpointError, match="corrupt or not the published file"):
+        verify_sha256_prefix(path, "0" * 10 if not digest.startswith("0" * 10) else "1" * 10)
+    path.write_bytes(b"changed")  # a new size: the remembered digest is not reused
+    assert sha256_of_file(path) == hashlib.sha256(b"changed").hexdigest()
+
+
+def test_only_checkpoint_io_reads_torch_files():
+    """One owner: every torch.load of the package goes through bcos.checkpoint_io (weights_only=True)."""
+    import ast
+
+    readers = []
+    for path in (REPO / "bcos").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Name) and node.value.id == "torch":
+                readers.append(str(path.relative_to(REPO)))
+    assert sorted(set(readers)) == ["bcos/checkpoint_io.py"]
 
 
 # --------------------------------------------------------------------------- reload from a run folder

@@ -25,14 +25,9 @@ from helpers_data import make_tiny_cifar10
 
 from bcos.errors import CheckpointError, DataNotFoundError
 from bcos.experiments.utils import Experiment
-from bcos.experiments.utils.loading import load_checkpoint_file
+from bcos.checkpoint_io import load_checkpoint_file, load_state_dict_file, safe_load
 from bcos.models import registry
-from bcos.models.weights import (
-    WeightsFile,
-    fetch_weights_file,
-    load_state_dict_file,
-    safe_load,
-)
+from bcos.models.weights import WeightsFile, fetch_weights_file
 
 DATASET, COLLECTION, EXPERIMENT = "CIFAR10", "norm_ablations_final", "resnet_20"
 

@@ -3,8 +3,8 @@
 Everything training writes into a run folder (checkpoints, metrics files, the resolved config) goes
 through a temporary file in the same folder that is flushed, synced and then renamed over the
 target with ``os.replace``, so a crash or preemption never leaves a truncated file behind. The
-primitive lives in :mod:`bcos.atomic_io` (shared with the metrics files and
-checkpoint tools); this module adds ``torch.save`` and Lightning's checkpoint IO on top.
+primitives live in :mod:`bcos.atomic_io` and :mod:`bcos.checkpoint_io` (``atomic_torch_save``);
+this module adapts them to Lightning's checkpoint IO.
 """
 
 from __future__ import annotations
@@ -13,19 +13,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bcos.atomic_io import atomic_open, atomic_write_text
+from bcos.checkpoint_io import atomic_torch_save
 
 __all__ = ["AtomicCheckpointIO", "atomic_open", "atomic_write_text", "atomic_torch_save"]
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)``, atomically."""
-    with atomic_open(path, "wb") as handle:
-        torch.save(obj, handle)
 
 
 def _is_local(path: str | os.PathLike) -> bool:

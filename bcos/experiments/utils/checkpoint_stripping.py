@@ -7,17 +7,16 @@ be published and verified as the pretrained weights are.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bcos.atomic_io import atomic_open
+from bcos.checkpoint_io import extract_model_state_dict, load_checkpoint_file, sha256_of_bytes
 from bcos.errors import CheckpointError
-from bcos.experiments.utils.loading import extract_model_state_dict, load_checkpoint_file
 
 __all__ = ["StrippedCheckpoint", "strip_checkpoint", "stripped_output_path", "WEIGHTS_SUFFIX"]
 
@@ -62,19 +61,11 @@ def strip_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike | 
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     data = buffer.getvalue()
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256_of_bytes(data)
 
     target = stripped_output_path(checkpoint, Path(output) if output is not None else None, sha256)
     if not target.parent.is_dir():
         raise CheckpointError(f"output folder '{target.parent}' does not exist; create it or pick another --output")
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "wb") as stream:
+        stream.write(data)
     return StrippedCheckpoint(path=target, sha256=sha256, epoch=epoch if isinstance(epoch, int) else None, ema=ema)

@@ -1,57 +1,48 @@
-"""Safe checkpoint loading: one loader for training checkpoints, plain weights and run folders.
-
-Every file is read with ``torch.load(..., weights_only=True)``: tensors and plain data only, so a
-crafted pickle cannot run code. Three formats are understood:
-
-* Lightning checkpoints: ``state_dict`` + ``epoch`` + ``pytorch-lightning_version``; the model's
-  keys carry the prefix ``model.``, the EMA model's ``ema.module.``.
-* "simple" training checkpoints: the model's weights under ``model_state_dict``.
-* plain weights files (``<name>-<sha256[:10]>.pth``): a state dict of tensors.
+"""Which checkpoint of a run folder to load: ``reload`` values and the run's checkpoint files.
 
 ``reload`` selects a checkpoint of a run folder: ``last``, ``best`` (best validation accuracy of the
 plain or, with ``ema=True``, the EMA model), ``best_any`` (whichever of the two is better) or
-``epoch_<N>``.
+``epoch_<N>``. Reading the file, picking the model's (or EMA model's) weights out of it and loading
+them into a model is :mod:`bcos.checkpoint_io`'s job (``weights_only=True``, strict loading); its
+names are re-exported here, where the reference's code imports them from.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from bcos.checkpoint_io import (
+    EMA_PREFIX,
+    MODEL_PREFIX,
+    change_state_dict_keys,
+    checkpoint_format,
+    extract_model_state_dict,
+    load_checkpoint_file,
+    load_state_dict_into,
+)
 from bcos.errors import CheckpointError, ConfigError, closest_match
-from bcos.atomic_io import atomic_open
 from bcos.experiments.utils.metrics import Metrics, MetricsNotFoundError
 from bcos.experiments.utils.run_folder import RunFolder, parse_checkpoint_filename
-from bcos.models.weights import safe_load
 
 __all__ = [
     "ReloadTypes",
     "LoadedCheckpoint",
+    "load_checkpoint_from_run",
+    "get_state_dict_and_training_ckpt_from_save_dir",
+    "device_safe_load_state_dict_from_path",
+    # bcos.checkpoint_io's
     "MODEL_PREFIX",
     "EMA_PREFIX",
     "load_checkpoint_file",
-    "save_checkpoint_file",
-    "sha256_of_file",
     "checkpoint_format",
     "extract_model_state_dict",
     "change_state_dict_keys",
     "load_state_dict_into",
-    "load_checkpoint_from_run",
-    "get_state_dict_and_training_ckpt_from_save_dir",
-    "device_safe_load_state_dict_from_path",
 ]
 
 StateDict = dict[str, Any]
-
-MODEL_PREFIX = "model."
-EMA_PREFIX = "ema.module."
-SIMPLE_STATE_DICT_KEY = "model_state_dict"
-_LIGHTNING_KEYS = ("state_dict", "epoch", "pytorch-lightning_version")
 
 
 class ReloadTypes:
@@ -95,131 +86,6 @@ class LoadedCheckpoint:
     path: Path
     epoch: int | None
     ema: bool
-
-
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint or weights file onto the CPU, refusing anything but tensors and plain data.
-
-    The reading itself is :func:`bcos.models.weights.safe_load` (``weights_only=True``), the
-    project's one safe-loading primitive; this adds the check that the file holds a dict.
-    """
-    content = safe_load(path)
-    if not isinstance(content, dict):
-        raise CheckpointError(f"'{path}' holds a {type(content).__name__}, not a dict of weights; save a state dict")
-    return content
-
-
-def device_safe_load_state_dict_from_path(path: str | Path) -> dict[str, Any]:
-    """Reference name of :func:`load_checkpoint_file`."""
-    return load_checkpoint_file(path)
-
-
-def sha256_of_file(path: str | Path) -> str:
-    """The hex SHA-256 digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def save_checkpoint_file(content: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save`` atomically: write a temporary file next to ``path``, then rename it."""
-    path = Path(path)
-    with atomic_open(path, "wb") as handle:
-        torch.save(dict(content), handle)
-    return path
-
-
-def checkpoint_format(content: Mapping[str, Any]) -> str:
-    """``"lightning"``, ``"simple"`` or ``"weights"`` (a plain state dict); raises for anything else."""
-    is_lightning = all(key in content for key in _LIGHTNING_KEYS)
-    is_simple = SIMPLE_STATE_DICT_KEY in content
-    if is_lightning and is_simple:
-        raise CheckpointError(
-            f"ambiguous checkpoint: it has both Lightning keys and {SIMPLE_STATE_DICT_KEY!r}; keep only one format"
-        )
-    if is_lightning:
-        return "lightning"
-    if is_simple:
-        return "simple"
-    if content and all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in content.items()):
-        return "weights"
-    keys = ", ".join(sorted(map(str, content))[:6]) or "nothing"
-    raise CheckpointError(
-        f"unsupported checkpoint format (top-level keys: {keys}); expected a Lightning checkpoint, "
-        f"a dict with {SIMPLE_STATE_DICT_KEY!r}, or a plain state dict of tensors"
-    )
-
-
-def change_state_dict_keys(
-    state_dict: Mapping[str, Any],
-    prefix_filter: str | None = None,
-    filter_fn: Callable[[str], bool] | None = None,
-    remove_prefix: bool = True,
-) -> StateDict:
-    """Keep the keys starting with ``prefix_filter`` (stripping it) or those ``filter_fn`` accepts."""
-    if prefix_filter is not None and filter_fn is not None:
-        raise ValueError("pass only one of prefix_filter and filter_fn")
-    if prefix_filter is not None:
-        cut = len(prefix_filter) if remove_prefix else 0
-        return {key[cut:]: value for key, value in state_dict.items() if key.startswith(prefix_filter)}
-    if filter_fn is not None:
-        return {key: value for key, value in state_dict.items() if filter_fn(key)}
-    return dict(state_dict)
-
-
-def extract_model_state_dict(content: Mapping[str, Any], ema: bool = False, source: str | Path = "checkpoint") -> StateDict:
-    """The model's (or with ``ema=True`` the EMA model's) state dict inside a loaded checkpoint."""
-    kind = checkpoint_format(content)
-    if kind == "lightning":
-        prefix = EMA_PREFIX if ema else MODEL_PREFIX
-        state_dict = change_state_dict_keys(content["state_dict"], prefix_filter=prefix)
-        if not state_dict:
-            if ema:
-                raise CheckpointError(
-                    f"'{source}' has no EMA weights ('{EMA_PREFIX}*' keys); the run was trained without EMA: drop ema=True / --ema"
-                )
-            raise CheckpointError(f"'{source}' has no model weights ('{MODEL_PREFIX}*' keys); it is not a bcos training checkpoint")
-        return state_dict
-    if ema:
-        raise CheckpointError(f"'{source}' holds a single set of weights without EMA; drop ema=True / --ema")
-    if kind == "simple":
-        return dict(content[SIMPLE_STATE_DICT_KEY])
-    return dict(content)
-
-
-def _shape(value: Any) -> list[int] | None:
-    return list(value.shape) if isinstance(value, torch.Tensor) else None
-
-
-def load_state_dict_into(model: torch.nn.Module, state_dict: Mapping[str, Any], source: str | Path = "checkpoint") -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` with an error that says which keys or shapes differ."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [
-        (key, _shape(state_dict[key]), _shape(expected[key]))
-        for key in expected
-        if key in state_dict and _shape(state_dict[key]) != _shape(expected[key])
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
-        if mismatched:
-            shown = "; ".join(f"{key}: checkpoint {got} vs model {want}" for key, got, want in mismatched[:3])
-            parts.append(f"{len(mismatched)} shape mismatch(es) ({shown})")
-        raise CheckpointError(
-            f"'{source}' does not fit the model: {', '.join(parts)}; "
-            "load it into the architecture/config it was trained with"
-        )
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"'{source}' does not fit the model: {str(error).splitlines()[0]}") from None
 
 
 def _epoch_listing(run: RunFolder) -> str:
@@ -335,6 +201,11 @@ def _print_loaded(run: RunFolder, loaded: LoadedCheckpoint) -> None:
         print(f"No validation accuracy recorded for epoch {loaded.epoch}")
     else:
         print(f"With validation accuracy: {value:.2%}")
+
+
+def device_safe_load_state_dict_from_path(path: str | Path) -> dict[str, Any]:
+    """Reference name of :func:`bcos.checkpoint_io.load_checkpoint_file`."""
+    return load_checkpoint_file(path)
 
 
 def get_state_dict_and_training_ckpt_from_save_dir(

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bcos.atomic_io import atomic_open
-from bcos.errors import ConfigError
+from bcos.checkpoint_io import atomic_torch_save, safe_load
+from bcos.errors import CheckpointError, ConfigError
 from bcos.explain.methods.base import Explainer, probability_function, replace_where
 from bcos.explanation.checks import check_target_range, has_inverse_channels
 
@@ -110,16 +110,15 @@ class RISE(Explainer):
         masks = None
         if path is not None and path.is_file():
             try:
-                loaded = torch.load(path, map_location="cpu", weights_only=True)
+                loaded = safe_load(path)
                 if isinstance(loaded, Tensor) and loaded.shape == (self.n, 1, *size):
                     masks = loaded
-            except Exception:  # a corrupt cache file is regenerated
+            except CheckpointError:  # a corrupt cache file is regenerated
                 masks = None
         if masks is None:
             masks = generate_rise_masks(self.n, self.s, self.p1, size, self.seed)
             if path is not None:
-                with atomic_open(path) as handle:  # concurrent jobs never read a partial file
-                    torch.save(masks, handle)
+                atomic_torch_save(masks, path)  # concurrent jobs never read a partial file
         self._masks[size] = masks
         return masks
 
