@@ -5,7 +5,8 @@ end to end (train, then explain and evaluate the fine-tuned run)."""
 from __future__ import annotations
 
 import json
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,12 @@ from bcos.cli.main import main as bcos_main
 from bcos.errors import ConfigError, DataNotFoundError, UnknownNameError
 from bcos.experiments.ImageFolder.finetune import experiment_parameters as collection
 from bcos.experiments.ImageFolder.finetune.model import freeze_backbone, get_model
+from bcos.experiments.utils import Experiment, get_config
 from bcos.models.registry import create_model
 from bcos.training.finetune import (
     FinetuneSpec,
     default_run_name,
     make_spec,
-    register_run,
     split_image_folder,
 )
 
@@ -33,12 +34,6 @@ CLASSES = ["apple", "banana", "cherry"]
 def tiny(monkeypatch, tmp_path):
     register_tiny_model(monkeypatch)
     return save_tiny_weights(tmp_path / "tiny.pth")
-
-
-@pytest.fixture(autouse=True)
-def _restore_configs(monkeypatch):
-    # the collection's CONFIGS is module state: every test starts from a copy and leaves it as found
-    monkeypatch.setattr(collection, "CONFIGS", dict(collection.CONFIGS))
 
 
 def _flat_folder(root: Path, n_per_class: int = 5) -> Path:
@@ -119,23 +114,53 @@ def test_spec_of_a_split_folder_uses_it_and_checks_it(tiny, tmp_path):
         make_spec(TINY_NAME, only_train, epochs=0)  # the numbers are checked before the data
 
 
-def test_runs_are_registered_from_their_spec_files(tiny, tmp_path):
+def test_a_runs_config_is_read_from_its_run_folder(tiny, tmp_path):
     root = make_tiny_image_folder(tmp_path / "fruit", CLASSES, 2)
-    spec = make_spec(TINY_NAME, root, name="mine")
+    spec = make_spec(TINY_NAME, root, name="mine", weights=tiny)
     run = tmp_path / "runs" / "ImageFolder" / "finetune" / "mine"
     spec.write(run)
-    broken = run.parent / "broken"
-    broken.mkdir()
-    (broken / "finetune.json").write_text("{not json")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        names = collection.register_runs(tmp_path / "runs")
-    assert names == ["mine"] and "mine" in collection.CONFIGS
-    assert any("broken" in str(w.message) for w in caught)
-    config = collection.CONFIGS["mine"]
-    assert config["model"]["init"] is None  # loading a run never fetches pretrained weights
+    assert FinetuneSpec.read(run) == spec
+    experiment = Experiment(run)
+    config = experiment.config
     assert config["data"]["num_classes"] == 3 and config["data"]["root"] == str(root.resolve())
-    assert register_run(run) == spec
+    assert config["model"]["init"] == {"pretrained": True, "weights": str(tiny.resolve())}
+    assert config["model"]["categories"] == CLASSES
+    assert collection.CONFIGS == {}  # nothing was registered anywhere
+
+    # training starts from the given weights; loading trained weights never needs them
+    trained = experiment.get_model()
+    assert torch.equal(trained.state_dict()["conv1.linear.weight"], torch.load(tiny, weights_only=True)["conv1.linear.weight"])
+    torch.save(trained.state_dict(), tmp_path / "trained.pth")
+    tiny.unlink()
+    loaded = experiment.load_model_from_weights(tmp_path / "trained.pth")
+    assert loaded.categories == CLASSES
+    assert torch.equal(loaded.state_dict()["fc.linear.weight"], trained.state_dict()["fc.linear.weight"])
+
+
+def test_run_folders_without_a_readable_spec_are_refused(tiny, tmp_path):
+    root = make_tiny_image_folder(tmp_path / "fruit", CLASSES, 2)
+    runs = tmp_path / "runs" / "ImageFolder" / "finetune"
+    make_spec(TINY_NAME, root, name="mine").write(runs / "mine")
+    with pytest.raises(UnknownNameError, match="did you mean 'mine'"):
+        Experiment(runs / "mien")
+    (runs / "broken").mkdir()
+    (runs / "broken" / "finetune.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a valid fine-tuning spec"):
+        Experiment(runs / "broken")
+    with pytest.raises(ConfigError, match="read from their run folders"):
+        get_config("ImageFolder", "finetune", "mine")
+
+
+def test_importing_the_collection_reads_no_working_directory(tmp_path):
+    (tmp_path / "experiments" / "ImageFolder" / "finetune" / "broken").mkdir(parents=True)
+    (tmp_path / "experiments" / "ImageFolder" / "finetune" / "broken" / "finetune.json").write_text("{not json")
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "from bcos.experiments.ImageFolder.finetune import experiment_parameters as c\n"
+        "print(len(c.CONFIGS))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "0"
 
 
 # ------------------------------------------------------------------------------------ model

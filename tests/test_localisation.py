@@ -329,6 +329,28 @@ def test_localisation_command_end_to_end(trained_run, capsys):
     assert "Calculating confidences (forced)" in capsys.readouterr().out
 
 
+def test_run_localisation_is_a_library_function(trained_run, capsys):
+    from bcos.explain.localisation import LocalisationOptions, run_localisation
+
+    lines: list[str] = []
+    options = LocalisationOptions(
+        save_path=trained_run, analysis_config="500_2x2_noconfthresh", explainer_name="IxG",
+        smooth=1, sample_size=2, batch_size=8, device="cpu", log=lines.append,
+    )  # fmt: skip
+    result = run_localisation(options)
+    assert capsys.readouterr().out == ""  # progress goes to the given log, nothing is printed
+    assert any(line.startswith("Localisation analysis 500_2x2_noconfthresh") for line in lines)
+    expected = trained_run / "localisation_analysis" / EPOCH_DIR / "500_2x2_noconfthresh" / "IxG" / "smooth-1" / "default"
+    assert result.output_dir == expected and result.grids == 2 and result.config.grid_size == 2
+    assert result.scores.shape == (2, 4)
+    assert result.summary.count == 8 and result.summary.mean == pytest.approx(float(result.scores.mean()))
+    written = json.loads((expected / "summary.json").read_text())
+    assert written["mean"] == pytest.approx(result.summary.mean)
+    assert sorted(p.name for p in expected.iterdir()) == ["config.log", "localisation_metric.np", "scores.png", "summary.json"]
+    with pytest.raises(ConfigError, match="either --save_path"):
+        run_localisation(LocalisationOptions(smooth=1))
+
+
 def test_localisation_other_explainers_and_options(trained_run):
     assert _analyse(trained_run, "--explainer_name", "GCam", "--smooth", "3") == 0
     gcam = out_dir(trained_run, "GCam", smooth=3)

@@ -162,17 +162,11 @@ def _from_registry(args: argparse.Namespace) -> LoadedModel:
 
 
 def _from_run(args: argparse.Namespace) -> LoadedModel:
-    from bcos.experiments.ImageFolder.finetune.experiment_parameters import SPEC_FILENAME
     from bcos.experiments.utils import Experiment
 
     run = args.run
     if not run.is_dir():
         raise DataNotFoundError(f"run folder {str(run)!r} does not exist; pass <base>/<dataset>/<base_network>/<experiment_name>")
-    categories = None
-    if (run / SPEC_FILENAME).is_file():  # a fine-tuning run: its config comes from its spec
-        from bcos.training.finetune import register_run
-
-        categories = list(register_run(run).categories)
     experiment = Experiment(run)
     if args.weights is not None:
         model = experiment.load_model_from_weights(args.weights, ema=args.ema)
@@ -181,6 +175,7 @@ def _from_run(args: argparse.Namespace) -> LoadedModel:
         reload = args.reload or "best"
         model = experiment.load_trained_model(reload=reload, ema=args.ema)
         weights = f"{run} (reload={reload}{', EMA' if args.ema else ''})"
+    categories = getattr(model, "categories", None)  # e.g. a fine-tuned model's classes
     if categories is None:
         from bcos.data.datamodules import get_datamodule_class
 

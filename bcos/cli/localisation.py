@@ -1,5 +1,8 @@
 """Command line of the localisation analysis (grid pointing game) and its SLURM launcher.
 
+The analysis itself is :func:`bcos.explain.localisation.run_localisation`; this module parses the
+arguments into its :class:`~bcos.explain.localisation.LocalisationOptions` and prints the result.
+
 A training run::
 
     python -m interpretability.analyses.localisation --save_path experiments/CIFAR10/norm_ablations_final/resnet_20_bnu-linear-nomaxout \\
@@ -23,36 +26,25 @@ from __future__ import annotations
 import argparse
 import ast
 import itertools
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from bcos.errors import ConfigError
 
-from bcos.errors import ConfigError, InputError
+if TYPE_CHECKING:
+    from bcos.explain.localisation import LocalisationOptions
 
 __all__ = [
     "get_parser",
     "get_submit_parser",
-    "LoadedSubject",
-    "load_subject",
-    "run_analysis",
+    "options_from_args",
+    "run_parsed",
     "main",
     "submit_main",
     "run_localisation_job",
 ]
-
-CONFIDENCES_FILENAME = "confidences.json"
-DEFAULT_PRETRAINED_DIR = Path("experiments") / "pretrained"
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -108,290 +100,44 @@ def _parse_options(items: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-# ------------------------------------------------------------------------------------ model and data
-@dataclass
-class LoadedSubject:
-    """The model under analysis, where its results go, and how to build its evaluation data."""
+def options_from_args(args: argparse.Namespace) -> LocalisationOptions:
+    """The :class:`bcos.explain.localisation.LocalisationOptions` of parsed (single-valued) arguments."""
+    from bcos.explain.localisation import LocalisationOptions
 
-    model: torch.nn.Module
-    base_dir: Path
-    checkpoint_label: str
-    dataset: str
-    data_config: dict[str, Any]
-    description: str
-
-
-def _checkpoint_label_of_file(path: Path, ema: bool) -> str:
-    from bcos.experiments.utils.loading import load_checkpoint_file
-
-    epoch = load_checkpoint_file(path).get("epoch")
-    if isinstance(epoch, int):
-        return f"epoch_{epoch + 1}" + ("_ema" if ema else "")
-    return f"weights-{path.stem}"
-
-
-def load_subject(args: argparse.Namespace) -> LoadedSubject:
-    """Load the model the arguments name (a run folder, or a registry model) and its data config."""
-    if (args.save_path is None) == (args.model is None):
-        raise ConfigError("pass either --save_path RUN_FOLDER or --model NAME")
-    if args.model is not None:
-        return _load_registry_model(args)
-
-    from bcos.experiments.utils.experiment import Experiment
-
-    if not Path(args.save_path).is_dir():
-        raise ConfigError(f"--save_path '{args.save_path}' is not a folder; pass a run folder <base>/<dataset>/<base_network>/<experiment_name>")
-    experiment = Experiment(args.save_path)
-    if args.weights is not None:
-        model = experiment.load_model_from_weights(args.weights, ema=args.ema)
-        label = _checkpoint_label_of_file(args.weights, args.ema)
-        description = f"{experiment!r} with weights '{args.weights}'"
-    else:
-        loaded = experiment.load_trained_model(
-            reload=args.reload, ema=args.ema, verbose=True, return_training_ckpt_if_possible=True
-        )
-        model, checkpoint = loaded["model"], loaded["ckpt"]
-        if checkpoint is not None and isinstance(checkpoint.get("epoch"), int):
-            label = f"epoch_{checkpoint['epoch'] + 1}" + ("_ema" if args.ema else "")
-        else:
-            label = "pretrained"
-        description = f"{experiment!r} reload={args.reload} ema={args.ema}"
-    return LoadedSubject(
-        model=model,
-        base_dir=Path(args.save_path),
-        checkpoint_label=label,
-        dataset=experiment.dataset,
-        data_config=dict(experiment.config["data"]),
-        description=description,
-    )
-
-
-def _load_registry_model(args: argparse.Namespace) -> LoadedSubject:
-    from bcos.data.presets import eval_transform
-    from bcos.models.registry import create_model, get_pretrained_config
-
-    config = get_pretrained_config(args.model)
-    if args.ema:
-        raise ConfigError("--ema applies to training runs (--save_path); drop it for --model")
-    model = create_model(args.model, pretrained=args.weights is None, weights=args.weights)
-    dataset = args.dataset or config.source.dataset
-    label = "pretrained" if args.weights is None else _checkpoint_label_of_file(args.weights, False)
-    return LoadedSubject(
-        model=model,
-        base_dir=args.output_dir or DEFAULT_PRETRAINED_DIR / args.model,
-        checkpoint_label=label,
-        dataset=dataset,
-        data_config={"test_transform": eval_transform(model), "batch_size": args.batch_size, "num_workers": 0},
-        description=f"registry model {args.model!r}" + (f" with weights '{args.weights}'" if args.weights else ""),
-    )
-
-
-def _eval_dataset(subject: LoadedSubject, args: argparse.Namespace, rescale_by: int | None):
-    from bcos.data.datamodules import get_datamodule_class
-
-    config = dict(subject.data_config)
-    config["batch_size"] = args.batch_size
-    if args.num_workers is not None:
-        config["num_workers"] = args.num_workers
-    if rescale_by is not None:
-        transform = config.get("test_transform")
-        if not callable(getattr(transform, "rescaled", None)):
-            raise ConfigError(
-                f"the _rescale analysis configs need a test transform with rescaled(); {type(transform).__name__} has none "
-                "(use an evaluation preset from bcos.data.presets or a config without _rescale)"
-            )
-        config["test_transform"] = transform.rescaled(rescale_by)
-    datamodule = get_datamodule_class(subject.dataset)(config)
-    datamodule.setup("test")
-    return datamodule
-
-
-# ------------------------------------------------------------------------------------ confidences
-def _load_or_rank(subject: LoadedSubject, datamodule, device: torch.device, force: bool) -> dict:
-    from bcos.explain.localisation import rank_by_confidence, ranking_from_plain, ranking_to_plain
-
-    path = subject.base_dir / "localisation_analysis" / subject.checkpoint_label / CONFIDENCES_FILENAME
-    dataset_size = len(datamodule.eval_dataset)
-    if path.is_file() and not force:
-        try:
-            content = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            content = None
-        if isinstance(content, dict) and content.get("dataset_size") == dataset_size and content.get("num_classes") == datamodule.num_classes:
-            print(f"Loading stored confidences from '{path}'", flush=True)
-            return ranking_from_plain(content["ranking"])
-        print(f"Stored confidences in '{path}' do not match the data; recalculating", flush=True)
-    else:
-        print("Calculating confidences" + (" (forced)" if force and path.is_file() else ""), flush=True)
-    ranking = rank_by_confidence(subject.model, datamodule.test_dataloader(), datamodule.num_classes, device=device)
-    content = {
-        "dataset": subject.dataset,
-        "dataset_size": dataset_size,
-        "num_classes": datamodule.num_classes,
-        "checkpoint": subject.checkpoint_label,
-        "ranking": ranking_to_plain(ranking),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(content, handle)
-    os.replace(handle.name, path)
-    return ranking
-
-
-# ------------------------------------------------------------------------------------ running
-def _git_commit() -> str | None:
-    if shutil.which("git") is None:
-        return None
-    try:
-        output = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
-        )
-    except (subprocess.CalledProcessError, OSError):
-        return None
-    return output.stdout.strip() or None
-
-
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown --device {name!r}; use cpu, cuda or cuda:<index>") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but CUDA is not available; use --device cpu")
-    return device
-
-
-def _folder_name_of_config(config_name: str, options: dict[str, Any]) -> str:
-    if not options:
-        return config_name
-    return config_name + "+" + ",".join(f"{k}={options[k]}" for k in sorted(options))
-
-
-def run_analysis(args: argparse.Namespace) -> dict[str, Any]:
-    """Run one analysis from parsed (single-valued) arguments; returns the summary and the output folder."""
-    from bcos.explain.localisation import (
-        LocalisationSummary,
-        evaluate_grids,
-        get_localisation_config,
-        grid_blocks,
-        plot_scores,
-        smooth_attributions,
-    )
-    from bcos.explain.methods import explainer_options, get_explainer, get_explainer_config
-
-    config = get_localisation_config(args.analysis_config)
-    smooth_attributions(torch.zeros(1, 1), args.smooth)  # validates --smooth before anything is loaded
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
-    sample_size = config.sample_size if args.sample_size is None else args.sample_size
-    if sample_size < 1:
-        raise ConfigError(f"--sample_size must be at least 1, got {sample_size}")
-    options = _parse_options(args.explainer_option)
-    get_explainer_config(args.explainer_name, args.explainer_config)  # unknown names fail before loading anything
-    device = _device(args.device)
-
-    started = time.perf_counter()
-    subject = load_subject(args)
-    model = subject.model.eval().to(device)
-    print(f"Localisation analysis {config.name} of {subject.description} with {args.explainer_name} ({args.explainer_config})", flush=True)
-
-    overrides = dict(options)
-    if "batch_size" in explainer_options(args.explainer_name):
-        overrides.setdefault("batch_size", args.batch_size)  # as the reference: the CLI batch size wins
-    explainer = get_explainer(model, args.explainer_name, args.explainer_config, **overrides)
-
-    # confidences always come from the images at their own size (as in the reference)
-    datamodule = _eval_dataset(subject, args, None)
-    ranking = _load_or_rank(subject, datamodule, device, args.force_confidence_calculation)
-    blocks = grid_blocks(ranking, config.grid_size, config.conf_thresh, max_grids=sample_size)
-    if len(blocks) < sample_size:
-        print(
-            f"Only {len(blocks)} grids of {config.n_imgs} distinct, confidently and correctly classified classes "
-            f"are available (asked for {sample_size})",
-            flush=True,
-        )
-    if not blocks:
-        raise InputError(
-            f"no {config.grid_size}x{config.grid_size} grid can be built: fewer than {config.n_imgs} classes have correctly "
-            f"classified images with confidence > {config.conf_thresh}; try a _noconfthresh or 2x2 config"
-        )
-    if config.do_rescale:
-        datamodule = _eval_dataset(subject, args, config.grid_size)
-    grids_per_batch = max(1, args.batch_size // config.n_imgs)
-
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) < grids_per_batch:
-            print(f"  grids {done}/{total}", flush=True)
-
-    scores = evaluate_grids(
-        explainer,
-        datamodule.eval_dataset,
-        blocks,
-        config.grid_size,
+    return LocalisationOptions(
         smooth=args.smooth,
-        device=device,
-        grids_per_batch=grids_per_batch,
-        on_progress=report,
+        save_path=args.save_path,
+        reload=args.reload,
+        ema=args.ema,
+        model=args.model,
+        weights=args.weights,
+        dataset=args.dataset,
+        output_dir=args.output_dir,
+        analysis_config=args.analysis_config,
+        explainer_name=args.explainer_name,
+        explainer_config=args.explainer_config,
+        explainer_options=_parse_options(args.explainer_option),
+        batch_size=args.batch_size,
+        sample_size=args.sample_size,
+        force_confidence_calculation=args.force_confidence_calculation,
+        num_workers=args.num_workers,
+        device=args.device,
     )
-    summary = LocalisationSummary.from_scores(scores, config.grid_size)
 
-    out = (
-        subject.base_dir
-        / "localisation_analysis"
-        / subject.checkpoint_label
-        / config.name
-        / args.explainer_name
-        / f"smooth-{args.smooth}"
-        / _folder_name_of_config(args.explainer_config, options)
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    np.savetxt(out / "localisation_metric.np", scores.reshape(-1))
-    record = {
-        "analysis_config": config.name,
-        "explainer_name": args.explainer_name,
-        "explainer_config": args.explainer_config,
-        "explainer_options": {k: repr(v) for k, v in options.items()},
-        "smooth": args.smooth,
-        "checkpoint": subject.checkpoint_label,
-        "grids": len(blocks),
-        "requested_grids": sample_size,
-        **summary.to_dict(),
-    }
-    (out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = {
-        "model": subject.description,
-        "dataset": subject.dataset,
-        **{k: v for k, v in config.to_dict().items() if k != "name"},
-        "analysis_config": config.name,
-        "sample_size": sample_size,
-        "explainer_name": args.explainer_name,
-        "explainer_config": args.explainer_config,
-        "explainer": repr(explainer),
-        "explainer_options": options,
-        "smooth": args.smooth,
-        "batch_size": args.batch_size,
-        "checkpoint": subject.checkpoint_label,
-        "device": str(device),
-        "grids": len(blocks),
-        "git_commit": _git_commit(),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "config.log").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
-    figure = plot_scores(scores, summary, title=f"{args.explainer_name} on {subject.dataset} {config.name} (smooth {args.smooth})")
-    figure.savefig(out / "scores.png", dpi=100)
 
-    print(summary.format(), flush=True)
-    print(f"Saved results to '{out}'", flush=True)
-    return {"summary": summary, "output_dir": out, "scores": scores}
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run the analysis that parsed arguments describe and print its summary and output folder."""
+    from bcos.explain.localisation import run_localisation
+
+    result = run_localisation(options_from_args(args))
+    print(result.summary.format(), flush=True)
+    print(f"Saved results to '{result.output_dir}'", flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the analysis (errors are mapped by :func:`bcos.cli.errors.run_cli`)."""
-    args = get_parser().parse_args(argv)
-    run_analysis(args)
-    return 0
+    return run_parsed(get_parser().parse_args(argv))
 
 
 # ------------------------------------------------------------------------------------ SLURM launcher

@@ -151,7 +151,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from bcos.cli.train import validate_args
+    from bcos.cli.train import validate_options
     from bcos.training.finetune import (
         COLLECTION,
         DATASET,
@@ -191,10 +191,7 @@ def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )
     make_config(spec)  # checks the recipe before anything else
     args.dataset, args.base_network, args.experiment_name = DATASET, COLLECTION, spec.name
-    from bcos.experiments.ImageFolder.finetune.experiment_parameters import add_config
-
-    add_config(spec, init_weights=True)
-    validate_args(args)
+    validate_options(args)  # the experiment itself is the spec, which finetune() writes into the run folder
     names = {f.name for f in dataclasses.fields(TrainOptions)} - {*_EXPERIMENT_OPTIONS, "base_directory"}
     options = {k: v for k, v in vars(args).items() if k in names}
     print(
@@ -228,12 +225,6 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from bcos.cli.evaluate import run_evaluation
 
-    if args.dataset == "ImageFolder" and args.base_network == "finetune":
-        from bcos.experiments.ImageFolder.finetune.experiment_parameters import (
-            register_runs,
-        )
-
-        register_runs(args.base_directory)
     run_evaluation(args)
     return 0
 
@@ -277,15 +268,9 @@ def _add_localise(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_localise(args: argparse.Namespace) -> int:
-    from bcos.cli.localisation import run_analysis
+    from bcos.cli.localisation import run_parsed
 
-    save_path = getattr(args, "save_path", None)
-    if save_path and (Path(save_path) / "finetune.json").is_file():
-        from bcos.training.finetune import register_run
-
-        register_run(save_path)
-    run_analysis(args)
-    return 0
+    return run_parsed(args)
 
 
 def _add_configs(commands: argparse._SubParsersAction) -> None:

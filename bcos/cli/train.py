@@ -123,9 +123,16 @@ def validate_args(args: argparse.Namespace) -> None:
     """Check names and option combinations before anything starts (raises bcos errors)."""
     from bcos.data.datamodules import get_datamodule_class
     from bcos.experiments.utils import get_config
+    from bcos.experiments.utils.run_folder import RunFolder
 
     get_datamodule_class(args.dataset)  # unknown datasets name the registered ones
-    get_config(args.dataset, args.base_network, args.experiment_name)
+    run_folder = RunFolder.of(args.dataset, args.base_network, args.experiment_name, args.base_directory)
+    get_config(args.dataset, args.base_network, args.experiment_name, run_folder=run_folder.path)
+    validate_options(args)
+
+
+def validate_options(args: argparse.Namespace) -> None:
+    """Check the option combinations that do not depend on the experiment (raises bcos errors)."""
     if args.wandb_logger and not args.wandb_project:
         raise ConfigError("--wandb_logger needs --wandb_project NAME (or the WANDB_PROJECT environment variable)")
     if args.jit and args.compile:

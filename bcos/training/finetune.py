@@ -45,7 +45,6 @@ from bcos.experiments.ImageFolder.finetune.experiment_parameters import (
     DATASET,
     SPEC_FILENAME,
     FinetuneSpec,
-    add_config,
     make_config,
 )
 from bcos.experiments.ImageFolder.finetune.model import freeze_backbone
@@ -60,7 +59,6 @@ __all__ = [
     "make_spec",
     "make_config",
     "finetune",
-    "register_run",
     "load_finetuned",
     "freeze_backbone",
     "split_image_folder",
@@ -274,11 +272,12 @@ def finetune(spec: FinetuneSpec, base_directory: str | os.PathLike = BASE_EXPERI
                 f"{run_folder.path} holds a fine-tuning run with other {', '.join(changed)}; "
                 "pick another --name, or pass --force-no-resume to start it over"
             )
-    add_config(spec, init_weights=True)
-    spec.write(run_folder.path)
     for key in ("dataset", "base_network", "experiment_name"):
         if key in train_options:
             raise ConfigError(f"finetune() sets {key} itself; drop it from the training options")
+    make_config(spec)  # the recipe is checked before the spec is written
+    # the run's config is read back from this spec by Experiment (training, evaluation, explanation)
+    spec.write(run_folder.path)
     options = TrainOptions(
         dataset=DATASET,
         base_network=COLLECTION,
@@ -289,16 +288,6 @@ def finetune(spec: FinetuneSpec, base_directory: str | os.PathLike = BASE_EXPERI
     return run_training(options)
 
 
-def register_run(run_folder: str | os.PathLike) -> FinetuneSpec:
-    """Make the fine-tuning run in ``run_folder`` known to the config system; returns its spec.
-
-    Needed only for run folders outside ``./experiments`` (those are registered on import).
-    """
-    spec = FinetuneSpec.read(run_folder)
-    add_config(spec)
-    return spec
-
-
 def load_finetuned(run_folder: str | os.PathLike, reload: str = "best", ema: bool = False) -> nn.Module:
     """The fine-tuned model of ``run_folder`` in eval mode, with ``transform`` and ``categories``.
 
@@ -306,9 +295,7 @@ def load_finetuned(run_folder: str | os.PathLike, reload: str = "best", ema: boo
     """
     from bcos.experiments.utils import Experiment
 
-    spec = register_run(run_folder)
     experiment = Experiment(Path(run_folder))
-    model = experiment.load_trained_model(reload=reload, ema=ema)
+    model = experiment.load_trained_model(reload=reload, ema=ema)  # model.categories from the run's spec
     model.transform = experiment.config["data"]["test_transform"]
-    model.categories = list(spec.categories)
     return model.eval()

@@ -3,17 +3,22 @@
 A collection is a package folder with an ``experiment_parameters.py`` (``CONFIGS``) and a
 ``model.py`` (``get_model``). Collections are discovered from the folders, so adding a folder is
 all it takes to add one; only the collection asked for is imported.
+
+A collection whose experiments are made at run time (fine-tuning) also defines
+``config_of_run_folder(run_folder) -> config``: the config of such an experiment is read from what
+its run saved in its run folder, so :func:`get_config` needs that folder (``run_folder=``).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bcos.errors import unknown_name
+from bcos.errors import ConfigError, unknown_name
 
 from .structure_constants import (
     BASE_EXPERIMENTS_DIRECTORY,
@@ -27,7 +32,10 @@ from .structure_constants import (
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["list_collections", "get_configs_and_model_factory", "get_config"]
+__all__ = ["RUN_FOLDER_CONFIG_FUNCTION", "list_collections", "get_configs_and_model_factory", "get_config"]
+
+#: the optional function of a collection's configs module that reads a config from a run folder
+RUN_FOLDER_CONFIG_FUNCTION = "config_of_run_folder"
 
 _EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent
 
@@ -72,23 +80,39 @@ def get_configs_and_model_factory(
     if base_network not in collections:
         raise unknown_name(f"config collection (base_network) of {dataset}", base_network, collections)
     package = ".".join([ROOT, BASE_EXPERIMENTS_DIRECTORY, dataset, base_network])
-    configs = getattr(import_module(f"{package}.{CONFIGS_MODULE}"), CONFIGS_VAR_NAME)
+    configs = getattr(import_module(_configs_module_name(dataset, base_network)), CONFIGS_VAR_NAME)
     model_factory = getattr(import_module(f"{package}.{MODEL_FACTORY_MODULE}"), MODEL_FACTORY_VAR_NAME)
     return configs, model_factory
 
 
-def get_config(dataset: str, base_network: str, experiment_name: str) -> dict[str, Any]:
+def _configs_module_name(dataset: str, base_network: str) -> str:
+    return ".".join([ROOT, BASE_EXPERIMENTS_DIRECTORY, dataset, base_network, CONFIGS_MODULE])
+
+
+def get_config(
+    dataset: str, base_network: str, experiment_name: str, run_folder: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """A private deep copy of one experiment's config (safe to change).
 
+    For a collection with ``config_of_run_folder`` (see the module docstring) an experiment that is
+    not one of its fixed ``CONFIGS`` is read from ``run_folder``, the run folder of that experiment.
     Unknown names raise :class:`~bcos.errors.UnknownNameError` naming the closest match.
     """
     configs, _ = get_configs_and_model_factory(dataset, base_network)
-    if experiment_name not in configs:
-        raise unknown_name(
-            f"experiment of {dataset}/{base_network}",
-            experiment_name,
-            configs,
-            hint=f"list them with: python -m {ROOT}.{BASE_EXPERIMENTS_DIRECTORY}.{dataset}."
-            f"{base_network}.{CONFIGS_MODULE} --print-all",
-        )
-    return copy.deepcopy(configs[experiment_name])
+    if experiment_name in configs:
+        return copy.deepcopy(configs[experiment_name])
+    from_run_folder = getattr(import_module(_configs_module_name(dataset, base_network)), RUN_FOLDER_CONFIG_FUNCTION, None)
+    if from_run_folder is not None:
+        if run_folder is None:
+            raise ConfigError(
+                f"the experiments of {dataset}/{base_network} are read from their run folders; "
+                "pass the run folder (e.g. Experiment(<base>/<dataset>/<base_network>/<experiment_name>))"
+            )
+        return from_run_folder(Path(run_folder))
+    raise unknown_name(
+        f"experiment of {dataset}/{base_network}",
+        experiment_name,
+        configs,
+        hint=f"list them with: python -m {ROOT}.{BASE_EXPERIMENTS_DIRECTORY}.{dataset}."
+        f"{base_network}.{CONFIGS_MODULE} --print-all",
+    )

@@ -80,14 +80,15 @@ class Experiment:
                 )
 
         _, model_factory = get_configs_and_model_factory(dataset, base_network)
+        self.run_folder = RunFolder.of(dataset, base_network, experiment_name, base_directory)
         # A private copy: changing this experiment's config must never change the shared CONFIGS.
-        self.config: dict[str, Any] = get_config(dataset, base_network, experiment_name)
+        # Experiments made at run time (fine-tuning) are read from what their run folder holds.
+        self.config: dict[str, Any] = get_config(dataset, base_network, experiment_name, run_folder=self.run_folder.path)
         self._get_model = model_factory
         self.base_directory = Path(base_directory)
         self.dataset = dataset
         self.base_network = base_network
         self.experiment_name = experiment_name
-        self.run_folder = RunFolder.of(dataset, base_network, experiment_name, base_directory)
 
     def __repr__(self) -> str:
         return (
@@ -127,6 +128,12 @@ class Experiment:
         model_config = update_config(self.config["model"], kwargs)
         return self._get_model(model_config)
 
+    def _model_to_load_into(self, **kwargs: Any) -> torch.nn.Module:
+        """:meth:`get_model` for weights that are loaded next: the config's starting weights
+        (``model.init``, e.g. a fine-tuning's pretrained weights) are not fetched for nothing."""
+        architecture = {key: value for key, value in self.config["model"].items() if key != "init"}
+        return self._get_model(update_config(architecture, kwargs))
+
     def load_metrics(self) -> Metrics:
         """The per-epoch metrics of the run (``<save_dir>/metrics/*.gz``)."""
         return Metrics.from_experiment_dir(self.save_dir)
@@ -163,7 +170,7 @@ class Experiment:
             return {"model": model, "ckpt": None} if return_training_ckpt_if_possible else model
 
         loaded = load_checkpoint_from_run(self.run_folder, reload=reload, ema=ema, verbose=verbose)
-        model = self.get_model(**kwargs)
+        model = self._model_to_load_into(**kwargs)
         load_state_dict_into(model, loaded.state_dict, source=loaded.path)
         if return_training_ckpt_if_possible:
             return {"model": model, "ckpt": loaded.checkpoint}
@@ -178,7 +185,7 @@ class Experiment:
         """
         content = load_checkpoint_file(path)
         state_dict = extract_model_state_dict(content, ema=ema, source=path)
-        model = self.get_model(**kwargs)
+        model = self._model_to_load_into(**kwargs)
         load_state_dict_into(model, state_dict, source=path)
         return model
 
@@ -207,7 +214,7 @@ class Experiment:
                 f"the published weights of {entry!r} are not available: {error}"
             ) from None
         state_dict = extract_model_state_dict(load_checkpoint_file(path), source=path)
-        model = self.get_model(**kwargs)
+        model = self._model_to_load_into(**kwargs)
         load_state_dict_into(model, state_dict, source=path)
         if verbose:
             print(f"Loaded the published weights of {entry!r}")

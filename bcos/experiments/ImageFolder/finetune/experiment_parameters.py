@@ -3,12 +3,11 @@
 This collection has no fixed configs: each fine-tuning run is described by a
 :class:`FinetuneSpec` (which model, which data folder, frozen backbone or not, epochs, ...) that
 ``bcos train --finetune MODEL --data-dir FOLDER`` (or :func:`bcos.training.finetune.finetune`)
-writes as ``finetune.json`` into the run folder ``experiments/ImageFolder/finetune/<name>/``.
-:func:`make_config` turns a spec into an ordinary config, and :func:`add_config` puts it into
-``CONFIGS`` under the spec's name. Importing this module registers the specs of the runs under
-``./experiments`` (the default base directory), so ``Experiment``, ``evaluate.py`` and the
-localisation analysis find fine-tuned runs like any other;
-:func:`bcos.training.finetune.register_run` registers a run folder elsewhere.
+writes as ``finetune.json`` into its run folder ``<base>/ImageFolder/finetune/<name>/``.
+:func:`config_of_run_folder` reads it back and :func:`make_config` turns it into an ordinary
+config, so ``Experiment``, ``evaluate.py``, ``bcos explain --run`` and the localisation analysis
+find a fine-tuned run from its run folder like any other run (see
+:mod:`bcos.experiments.utils.collections`). Nothing is read at import time.
 
 The recipe: the registry model with a fresh classifier for the data's classes (the logit bias
 ``-log(K - 1)`` of the B-cos recipes), the pretrained weights everywhere else, Adam with a cosine
@@ -22,16 +21,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from bcos.atomic_io import atomic_write_text
 from bcos.data.presets import ImageNetClassificationPresetEval, ImageNetClassificationPresetTrain
-from bcos.errors import ConfigError
-from bcos.experiments.utils.structure_constants import BASE_EXPERIMENTS_DIRECTORY
+from bcos.errors import ConfigError, unknown_name
 from bcos.modules.losses import BinaryCrossEntropyLoss
 from bcos.optim import LRSchedulerFactory, OptimizerFactory
 
@@ -42,8 +40,7 @@ __all__ = [
     "SPEC_FILENAME",
     "FinetuneSpec",
     "make_config",
-    "add_config",
-    "register_runs",
+    "config_of_run_folder",
 ]
 
 DATASET = "ImageFolder"
@@ -51,7 +48,7 @@ COLLECTION = "finetune"
 #: the spec file in every fine-tuning run folder
 SPEC_FILENAME = "finetune.json"
 
-#: experiment name -> config; filled from specs (see the module docstring)
+#: fixed configs: none, every fine-tuning run's config comes from its run folder
 CONFIGS: dict[str, dict[str, Any]] = {}
 
 
@@ -123,10 +120,7 @@ class FinetuneSpec:
     def write(self, run_folder: str | os.PathLike) -> Path:
         """Write ``finetune.json`` into ``run_folder`` (created if needed); returns its path."""
         path = Path(run_folder) / SPEC_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -141,11 +135,12 @@ class FinetuneSpec:
             raise ConfigError(f"{path} is not a valid fine-tuning spec ({error}); delete the run folder and fine-tune again") from error
 
 
-def make_config(spec: FinetuneSpec, init_weights: bool = False) -> dict[str, Any]:
+def make_config(spec: FinetuneSpec) -> dict[str, Any]:
     """The training config of ``spec``.
 
-    ``init_weights`` makes the model start from the pretrained (or ``spec.weights``) weights; leave
-    it off to load a finished run (its checkpoint holds every weight).
+    ``model.init`` names the weights training starts from (the published ones or ``spec.weights``);
+    loading a finished run skips them, since its checkpoint replaces every weight
+    (:class:`bcos.experiments.utils.Experiment`). ``model.categories`` are the class names.
     """
     from bcos.models.registry import get_pretrained_config
 
@@ -154,7 +149,7 @@ def make_config(spec: FinetuneSpec, init_weights: bool = False) -> dict[str, Any
     resize = round(spec.image_size * transform.resize_size / transform.crop_size)
     is_bcos = source.is_bcos
     warmup = dict(warmup_method="linear", warmup_epochs=1, warmup_decay=0.01) if spec.epochs > 1 else {}
-    init = {"pretrained": spec.pretrained, "weights": spec.weights} if init_weights else None
+    init = {"pretrained": spec.pretrained, "weights": spec.weights}
     criterion = BinaryCrossEntropyLoss() if is_bcos else nn.CrossEntropyLoss()
     return dict(
         data=dict(
@@ -172,6 +167,7 @@ def make_config(spec: FinetuneSpec, init_weights: bool = False) -> dict[str, Any
             name=spec.model,
             args=dict(num_classes=spec.num_classes),
             freeze_backbone=spec.freeze_backbone,
+            categories=list(spec.categories),
             init=init,
         ),
         criterion=criterion,
@@ -186,33 +182,32 @@ def make_config(spec: FinetuneSpec, init_weights: bool = False) -> dict[str, Any
     )
 
 
-def add_config(spec: FinetuneSpec, init_weights: bool = False) -> str:
-    """Put the config of ``spec`` into ``CONFIGS`` (replacing one of the same name); returns the name."""
-    CONFIGS[spec.name] = make_config(spec, init_weights=init_weights)
-    return spec.name
+def _fine_tuning_runs_beside(run_folder: Path) -> list[str]:
+    if not run_folder.parent.is_dir():
+        return []
+    return sorted(p.parent.name for p in run_folder.parent.glob(f"*/{SPEC_FILENAME}"))
 
 
-def register_runs(base_directory: str | os.PathLike = BASE_EXPERIMENTS_DIRECTORY) -> list[str]:
-    """Add the configs of every fine-tuning run under ``base_directory``; returns their names.
+def config_of_run_folder(run_folder: Path) -> dict[str, Any]:
+    """The config of the fine-tuning run in ``run_folder``, from the spec the run saved there.
 
-    A run whose spec cannot be read is skipped with a warning.
+    A folder without a spec raises :class:`UnknownNameError` naming the closest fine-tuning run
+    next to it.
     """
-    names = []
-    folder = Path(base_directory) / DATASET / COLLECTION
-    if not folder.is_dir():
-        return names
-    for spec_file in sorted(folder.glob(f"*/{SPEC_FILENAME}")):
-        try:
-            spec = FinetuneSpec.read(spec_file.parent)
-            if spec.name != spec_file.parent.name:
-                raise ConfigError(f"its name {spec.name!r} differs from the folder's")
-            names.append(add_config(spec))
-        except Exception as error:  # noqa: BLE001 - one broken run must not hide the others
-            warnings.warn(f"skipping the fine-tuning run {spec_file.parent}: {error}", stacklevel=2)
-    return names
+    if not (run_folder / SPEC_FILENAME).is_file():
+        raise unknown_name(
+            "fine-tuning run", run_folder.name, _fine_tuning_runs_beside(run_folder),
+            hint=f"a fine-tuning run folder holds {SPEC_FILENAME}; none is in {run_folder} "
+            "(fine-tune with bcos train --finetune MODEL --data-dir FOLDER)",
+        )  # fmt: skip
+    spec = FinetuneSpec.read(run_folder)
+    if spec.name != run_folder.name:
+        raise ConfigError(
+            f"{run_folder / SPEC_FILENAME} names the run {spec.name!r}, not {run_folder.name!r}; "
+            "rename the folder back or fine-tune again"
+        )
+    return make_config(spec)
 
-
-register_runs()
 
 if __name__ == "__main__":
     from bcos.experiments.utils import configs_cli

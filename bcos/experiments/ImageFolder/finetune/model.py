@@ -62,8 +62,10 @@ def freeze_backbone(model: nn.Module) -> list[str]:
 def get_model(model_config: Mapping[str, Any]) -> nn.Module:
     """Build the model of a fine-tuning config's ``model`` section (the config is not changed).
 
-    Keys: ``name`` (registry name), ``args.num_classes``, optional ``freeze_backbone`` and
-    ``init`` (``{"pretrained": bool, "weights": path or None}``: which weights to start from).
+    Keys: ``name`` (registry name), ``args.num_classes``, optional ``freeze_backbone``,
+    ``categories`` (the class names, kept as ``model.categories``) and ``init``
+    (``{"pretrained": bool, "weights": path or None}``: which weights to start from; without it
+    only the architecture is built).
     """
     name = model_config.get("name")
     if not name:
@@ -79,6 +81,11 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         num_classes=num_classes,
         weights=weights,
     )
+    categories = model_config.get("categories")
+    if categories is not None:
+        if len(categories) != num_classes:
+            raise ConfigError(f"model.categories names {len(categories)} classes but model.args.num_classes is {num_classes}")
+        model.categories = list(categories)
     if model_config.get("freeze_backbone", False):
         freeze_backbone(model)
     return model

@@ -6,8 +6,8 @@ positive attribution (summed over channels, optionally smoothed) that lies in it
 method that ignores the input scores ``1 / g²`` on average (the uniform baseline); a perfect one 1.
 
 This module holds the pieces: the 16 analysis configurations, the confidence ranking, the grids,
-the scores and their summary and plot. Reading checkpoints and writing files is the command's job
-(:mod:`bcos.cli.localisation`).
+the scores and their summary and plot. Loading the model and the data and writing the result files
+is :mod:`.analysis`'s job (:func:`~bcos.explain.localisation.run_localisation`).
 
 Layout: image k of a grid sits at row ``k // g``, column ``k % g`` (row-major), and target k of the
 grid is the class of image k, so target k's own cell is cell k.
