@@ -34,18 +34,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
+from bcos.checkpoint_io import load_state_dict_file, load_state_dict_into, verify_sha256_prefix
 from bcos.errors import CheckpointError, ConfigError, unknown_name
 from bcos.models._utils import default_logit_bias
-from bcos.models.weights import (
-    WEIGHTS_BASE_URL,
-    WeightsFile,
-    fetch_weights_file,
-    load_state_dict_file,
-    verify_sha256_prefix,
-)
+from bcos.models.weights import WEIGHTS_BASE_URL, WeightsFile, fetch_weights_file
 from bcos.modules import BcosConv2d
 from bcos.modules.norms import BatchNormUncentered2d, NoBias
 
@@ -65,7 +59,6 @@ __all__ = [
     "get_pretrained_config",
     "list_models",
     "create_model",
-    "load_weights_into",
 ]
 
 ModelKind = Literal["bcos_cnn", "bcos_vit", "standard_vit"]
@@ -424,57 +417,7 @@ def create_model(
         else:
             path = fetch_weights_file(config.weights, progress=progress)
         new_num_classes = num_classes if num_classes not in (None, config.num_classes) else None
-        load_weights_into(model, load_state_dict_file(path), str(path), new_num_classes)
+        load_state_dict_into(model, load_state_dict_file(path), str(path), new_num_classes)
     model.pretrained_config = config
     return model
 
-
-def load_weights_into(
-    model: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    source: str = "state dict",
-    new_num_classes: int | None = None,
-) -> None:
-    """Load ``state_dict`` into ``model`` strictly, or all but a resized classifier.
-
-    With ``new_num_classes`` (fine-tuning), tensors whose shape differs from the model's only
-    because their first dimension is the new class count (the classifier's weight and bias) keep
-    their fresh initialisation. Any other missing, unexpected or misshaped entry raises
-    :class:`CheckpointError`, so a wrong file is never half-loaded silently.
-    """
-    own = model.state_dict()
-    misshaped = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
-    resized = [
-        k
-        for k in misshaped
-        if new_num_classes is not None
-        and own[k].shape[:1] == (new_num_classes,)
-        and own[k].shape[1:] == state_dict[k].shape[1:]
-    ]
-    wrong = [k for k in misshaped if k not in resized]
-    if wrong:
-        shapes = ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
-        raise CheckpointError(
-            f"{source} does not fit the model: {len(wrong)} tensors differ in shape (file vs model: {shapes}); "
-            "build the model the weights were trained with"
-        )
-    # a model built under torch.device("meta") takes the loaded tensors themselves (no init cost)
-    on_meta = any(t.is_meta for t in own.values())
-    missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state_dict.items() if k not in resized}, strict=False, assign=on_meta
-    )
-    missing = [k for k in missing if k not in resized]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
-        raise CheckpointError(
-            f"{source} does not fit the model ({'; '.join(parts)}); build the model the weights were trained with"
-        )
-    if on_meta and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        raise CheckpointError(
-            f"{source} left tensors of the model on the meta device (a new classifier?); "
-            "build the model on a real device"
-        )

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-# load_state_dict_file and safe_load are imported from here by the registry and training/run.py
-from bcos.checkpoint_io import load_state_dict_file, safe_load, verify_sha256_prefix  # noqa: F401
+from bcos.checkpoint_io import verify_sha256_prefix
 from bcos.errors import CheckpointError
 
 __all__ = [

@@ -36,7 +36,7 @@ from bcos.cpu_allocator import keep_freed_memory
 from bcos.errors import BcosError, CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
-from bcos.models.weights import safe_load
+from bcos.checkpoint_io import safe_load
 from bcos.training.atomic import AtomicCheckpointIO, atomic_write_text
 from bcos.training.callbacks import ExplanationsLogger, MetricsTracker
 from bcos.training.callbacks.checkpointing import checkpoint_callbacks
