@@ -199,6 +199,50 @@ def test_bad_inputs_raise_input_errors(inputs, target, match):
         explain(_model(), inputs, target)
 
 
+@pytest.mark.parametrize(
+    "inputs, target",
+    [
+        (torch.rand(0, 6, 8, 8), 0),
+        (torch.rand(2, 3, 8, 8), 0),
+        (torch.full((1, 6, 8, 8), float("inf")), 0),
+        (torch.rand(2, 6, 8, 8), 5),
+        (torch.rand(2, 6, 8, 8), [-1, 0]),
+        (torch.rand(2, 6, 8, 8), [0, 1, 2]),
+        (torch.rand(2, 6, 8, 8), torch.tensor([0.5, 1.0])),
+        (torch.rand(6, 8), 0),
+    ],
+)
+def test_model_explain_and_the_explainers_give_one_message_per_mistake(inputs, target):
+    """Both entry points check with bcos.explanation.checks, so the same mistake reads the same."""
+    from bcos.explain.methods import get_explainer
+
+    model = _model()
+    messages = []
+    for call in (lambda: model.explain(inputs, target), lambda: get_explainer(model, "IxG").attribute(inputs, target)):
+        with pytest.raises(InputError) as error:
+            call()
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+
+
+def test_the_models_floor_imports_nothing_above_it():
+    """model.explain works with only the explanation core loaded: bcos.explain is never imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from bcos.models.resnet import cifar10_resnet20\n"
+        "model = cifar10_resnet20().eval()\n"
+        "x = torch.rand(1, 6, 32, 32)\n"
+        "model.explain(x); model.attribute(x, 0)\n"
+        "above = sorted(m for m in sys.modules if m.split('.')[:2] in (['bcos', 'explain'], ['bcos', 'data'], ['bcos', 'experiments']))\n"
+        "print(above)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_cnn_conformance_rgba():
     """The RGBA explanation of a CIFAR B-cos ResNet-20 equals the reference's (needs the CNN zoo)."""
     vector_path = CONFORMANCE / "vectors" / "CIFAR10__norm_ablations_final__resnet_20_bnu-linear-nomaxout.pt"
