@@ -44,6 +44,7 @@ from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
 from bcos.training.callbacks.random_state import RandomStateCheckpoint
 from bcos.training.processes import ProcessLayout, global_rank_from_env, launcher_layout
 from bcos.training.run_lock import RunFolderLock
+from bcos.training.sigterm import stop_cleanly_on_sigterm
 from bcos.training.sync_norms import SyncBatchNormPlugin, check_syncable
 from bcos.training.trainer import ClassificationLitModel, NonFiniteLossError
 
@@ -357,6 +358,7 @@ def run_training(args: Any) -> pl.Trainer:
             plugins=plugins,
             **trainer_config,
         )
+        stop_cleanly_on_sigterm(trainer)
         processes = _processes_summary(trainer, layout)
         if processes["world_size"] > 1:
             rank_zero_info(

@@ -19,6 +19,8 @@ model and per-layer settings such as ``NoBias`` stay.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.plugins import LayerSync
@@ -40,6 +42,22 @@ def _several_processes() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) that the gradient passes through: every process's input feeds every output."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 def global_variance(input: Tensor, dims: tuple[int, ...]) -> Tensor:
     """The biased variance of ``input`` over ``dims`` and over every process's ``input``.
 
@@ -47,8 +65,6 @@ def global_variance(input: Tensor, dims: tuple[int, ...]) -> Tensor:
     a differentiable all-reduce, so the gradient reaches every process's input as it would in one
     process holding the whole batch.
     """
-    from torch.distributed.nn.functional import all_reduce
-
     count = 1
     for dim in dims:
         count *= input.shape[dim]
@@ -59,7 +75,7 @@ def global_variance(input: Tensor, dims: tuple[int, ...]) -> Tensor:
             torch.full_like(input.sum(dims, dtype=torch.float64), float(count)).detach(),
         ]
     )
-    total = all_reduce(sums)
+    total = _SumOverProcesses.apply(sums)
     mean = total[0] / total[2]
     return (total[1] / total[2] - mean * mean).clamp_min(0)
 
