@@ -177,6 +177,16 @@ def test_run_cli_maps_user_errors_to_exit_code_2(capsys):
         run_cli(lambda argv: 1 / 0, [])
 
 
+def test_a_training_stopped_by_sigterm_exits_143(capsys):
+    from bcos.training.run import TrainingTerminated
+
+    def stopped(argv):
+        raise TrainingTerminated("training stopped by SIGTERM at epoch 3; last.ckpt is the resume point")
+
+    assert run_cli(stopped, []) == 143
+    assert capsys.readouterr().err.strip().startswith("error: training stopped by SIGTERM")
+
+
 # ----------------------------------------------------------------------------- submitit launcher
 def _launcher_args(*extra: str) -> argparse.Namespace:
     from bcos.cli.submitit_launcher import get_parser
@@ -197,8 +207,29 @@ def test_launcher_timeouts_and_resources():
     assert hours["name"] == "j"
     cpu = job_parameters(_launcher_args("--gpus", "0", "--timeout_min", "10", "--cluster", "local"))
     assert cpu["tasks_per_node"] == 1 and cpu["timeout_min"] == 10 + SIGNAL_DELAY_MINUTES
+    cpu_processes = job_parameters(_launcher_args("--gpus", "2", "--accelerator", "cpu", "--cluster", "local"))
+    assert cpu_processes["tasks_per_node"] == 2 and cpu_processes["gpus_per_node"] == 0
     with pytest.raises(ConfigError, match="either"):
         job_parameters(_launcher_args("--timeout", "1", "--timeout_min", "5"))
+
+
+def test_launcher_names_its_executor_and_refuses_what_it_cannot_run(monkeypatch):
+    import bcos.cli.submitit_launcher as launcher
+
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)  # no SLURM here
+    with pytest.raises(ConfigError, match=r"--cluster slurm \(the default\) needs SLURM.*--cluster local"):
+        launcher.executor_kind(_launcher_args())
+    with pytest.raises(ConfigError, match="--cluster slurm needs SLURM"):
+        launcher.executor_kind(_launcher_args("--cluster", "slurm"))
+    assert launcher.executor_kind(_launcher_args("--cluster", "local", "--gpus", "2")) == "local"
+    with pytest.raises(ConfigError, match="--cluster local runs on this machine only: use --nodes 1"):
+        launcher.executor_kind(_launcher_args("--cluster", "local", "--nodes", "2"))
+    with pytest.raises(ConfigError, match="--cluster debug runs one task"):
+        launcher.executor_kind(_launcher_args("--cluster", "debug", "--gpus", "2"))
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert launcher.executor_kind(_launcher_args("--nodes", "2")) == "slurm"
+    with pytest.raises(ConfigError, match="drop --devices"):
+        launcher.submit(_launcher_args("--cluster", "local", "--devices", "2"))
 
 
 def test_launcher_checkpoint_requeues_with_resume():
@@ -214,7 +245,7 @@ def test_launcher_checkpoint_requeues_with_resume():
 
 
 def test_environment_rank_detection(monkeypatch):
-    from bcos.training.run import _global_rank_from_env
+    from bcos.training.processes import global_rank_from_env as _global_rank_from_env
 
     for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
         monkeypatch.delenv(key, raising=False)
@@ -251,7 +282,8 @@ def test_trainer_config_from_options_and_config():
     trainer_config, track = _trainer_config(options, config)
     assert track is True  # the reference's trainer option becomes our own flag
     assert trainer_config == {
-        "max_epochs": 3, "strategy": "ddp", "num_nodes": 2, "precision": "bf16-mixed", "deterministic": "warn"
+        "max_epochs": 3, "accelerator": "auto", "devices": "auto", "strategy": "ddp", "num_nodes": 2,
+        "precision": "bf16-mixed", "deterministic": "warn",
     }  # fmt: skip
     assert config["trainer"] == {"max_epochs": 3, "track_grad_norm": 2}  # the config is not changed
     with pytest.raises(UnknownNameError, match="max_epochs"):
