@@ -1,13 +1,8 @@
-"""The fused C++ CPU kernels and the ``[x, 1 - x]`` stem shortcut against plain formulations.
-
-Every kernel is compared in float64 with the eager operations it replaces; whole layers are run
-with the kernels and with the eager fallback against the autograd reference of
-``test_modules_perf_equivalence``.
-"""
+"""The C++ CPU kernels of the fused operators, each against the eager operations it replaces
+(float64), and their build. Whole layers with and without the kernels: ``test_ops``."""
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import warnings
@@ -16,16 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bcos.modules.bcos_conv as bcos_conv
-from bcos.modules import BcosConv2d, cpu_kernels
-from bcos.modules.inverse_encoding import (
-    conv2d_over_encoding,
-    encoded_half,
-    filter_grad_over_encoding,
-)
-from bcos.modules.norms import BatchNormUncentered2d, NoBias, Unaffine
-from tests import test_modules_perf_equivalence as plain_formulas
-from tests.test_modules_perf_equivalence import CONV_CASES, _case_id, assert_fused_matches_reference
+from bcos.ops import cpu_kernels
 
 needs_kernels = pytest.mark.skipif(
     not cpu_kernels.available(), reason=f"fused CPU kernels disabled ({cpu_kernels.ENVIRONMENT_VARIABLE}=0)"
@@ -38,7 +24,7 @@ def test_kernels_build_on_this_machine_unless_disabled():
     assert cpu_kernels.available(), "the CPU kernels failed to build: is a C++ compiler and ninja installed?"
 
 
-def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
+def test_a_failed_build_says_it_is_building_warns_once_and_falls_back(monkeypatch, tmp_path, capsys):
     import torch.utils.cpp_extension as tooling
 
     def no_compiler(*args, **kwargs):
@@ -47,11 +33,12 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(tooling, "load", no_compiler)
     monkeypatch.setattr(cpu_kernels, "_loaded", None)
-    with pytest.warns(RuntimeWarning, match="Ninja is required.*eager operations"):
+    with pytest.warns(RuntimeWarning, match="Ninja is required.*eager PyTorch operations"):
         assert not cpu_kernels.available()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not cpu_kernels.available()  # decided once: no second warning
+    assert "building the fused CPU kernels once" in capsys.readouterr().err
 
 
 def test_the_environment_variable_disables_the_build(monkeypatch):
@@ -61,17 +48,13 @@ def test_the_environment_variable_disables_the_build(monkeypatch):
 
 
 @needs_kernels
-def test_usable_only_for_untracked_contiguous_cpu_floats():
+def test_usable_only_for_contiguous_cpu_floats_of_one_dtype():
     x = torch.randn(2, 3, 4, 5)
     assert cpu_kernels.usable(x, x.double().float())
     assert not cpu_kernels.usable(x, x.double())  # mixed dtypes
     assert not cpu_kernels.usable(x.bfloat16())
     assert not cpu_kernels.usable(x.transpose(2, 3))
     assert not cpu_kernels.usable(x.contiguous(memory_format=torch.channels_last))
-    tracked = x.clone().requires_grad_(True)
-    assert not cpu_kernels.usable(tracked)
-    with torch.no_grad():
-        assert cpu_kernels.usable(tracked)
 
 
 @needs_kernels
@@ -134,89 +117,6 @@ def test_project_filter_grad_onto_the_unit_sphere(raw):
     torch.testing.assert_close(result, expected)
 
 
-@pytest.mark.parametrize("kernels", ["fused-kernels", "eager"])
-@pytest.mark.parametrize("kwargs", CONV_CASES, ids=_case_id)
-def test_layers_with_and_without_the_kernels_match_the_reference(kwargs, kernels, monkeypatch):
-    if kernels == "eager":
-        monkeypatch.setattr(cpu_kernels, "_loaded", False)
-    elif not cpu_kernels.available():
-        pytest.skip("fused CPU kernels disabled")
-    torch.manual_seed(0)
-    layer = BcosConv2d(**kwargs).double()
-    x = torch.randn(3, kwargs["in_channels"], 11, 10, dtype=torch.float64)
-    for explain in (False, True):
-        assert_fused_matches_reference(copy.deepcopy(layer), x, explain)
-
-
-def test_encoded_half_detects_exactly_the_inverse_encoding():
-    h = torch.rand(2, 3, 5, 6)
-    encoded = torch.cat([h, 1 - h], 1)
-    torch.testing.assert_close(encoded_half(encoded), h, rtol=0, atol=0)
-    assert encoded_half(torch.cat([h, h], 1)) is None
-    nearly = encoded.clone()
-    nearly[1, 4, 4, 5] += 1e-3  # differs far from the first row the quick test reads
-    assert encoded_half(nearly) is None
-    assert encoded_half(torch.rand(2, 5, 4, 4)) is None  # odd channel count
-
-
-@pytest.mark.parametrize(
-    "geometry", [((2, 2), (3, 3), (1, 1)), ((1, 1), (1, 1), (1, 1)), ((1, 2), (0, 2), (2, 1))]
-)
-def test_convolution_over_the_encoding_equals_the_direct_one(geometry):
-    stride, padding, dilation = geometry
-    h = torch.rand(3, 3, 13, 12, dtype=torch.float64)
-    x = torch.cat([h, 1 - h], 1)
-    weight = torch.randn(5, 6, 5, 3, dtype=torch.float64)
-    expected = F.conv2d(x, weight, None, stride, padding, dilation)
-    torch.testing.assert_close(conv2d_over_encoding(h, weight, stride, padding, dilation), expected)
-    grad = torch.randn_like(expected)
-    _, expected_grad, _ = torch.ops.aten.convolution_backward(
-        grad, x, weight, None, stride, padding, dilation, False, (0, 0), 1, (False, True, False)
-    )
-    torch.testing.assert_close(
-        filter_grad_over_encoding(grad, h, weight, stride, padding, dilation), expected_grad
-    )
-
-
-@pytest.mark.parametrize("kernels", ["fused-kernels", "eager"])
-def test_an_encoded_stem_takes_the_shortcut_with_the_same_results(kernels, monkeypatch):
-    if kernels == "eager":
-        monkeypatch.setattr(cpu_kernels, "_loaded", False)
-    calls = []
-    original = bcos_conv.conv2d_over_encoding
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(bcos_conv, "conv2d_over_encoding", spy)
-    torch.manual_seed(0)
-    stem = BcosConv2d(6, 8, 7, stride=2, padding=3).double()
-    reference = copy.deepcopy(stem)
-    h = torch.rand(2, 3, 20, 18, dtype=torch.float64)
-    x = torch.cat([h, 1 - h], 1)
-    out = stem(x)
-    assert calls, "the [x, 1-x] input did not take the shortcut"
-    expected = reference(x.clone().requires_grad_(True))  # needs the input gradient: plain path
-    assert len(calls) == 1
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    torch.testing.assert_close(stem.linear.weight.grad, reference.linear.weight.grad)
-    stem(torch.cat([h, h], 1))  # not encoded: the direct convolution
-    assert len(calls) == 1
-
-
-@pytest.mark.parametrize("explain", [False, True], ids=["train", "explain"])
-@pytest.mark.parametrize("make", ["affine", "nobias", "unaffine"])
-def test_uncentered_batch_norm_without_the_kernels_matches_the_formula(make, explain, monkeypatch):
-    monkeypatch.setattr(cpu_kernels, "_loaded", False)
-    makers = {"affine": BatchNormUncentered2d, "nobias": NoBias(BatchNormUncentered2d)}
-    makers["unaffine"] = Unaffine(BatchNormUncentered2d)
-    plain_formulas.test_fused_uncentered_batch_norm_matches_formula(makers[make], False, explain)
-
-
 @needs_kernels
 def test_uncentered_batch_norm_kernel_keeps_float32_precision_for_large_means():
     """The variance from float64 moments stays accurate when the mean dwarfs the spread."""
@@ -250,14 +150,3 @@ def test_the_pip_ninja_is_found_when_it_is_not_on_the_path(tmp_path):
     path = cpu_kernels._with_ninja(empty)
     assert path.split(os.pathsep) == [ninja.BIN_DIR, empty]
     assert shutil.which("ninja", path=path)
-
-
-def test_an_encoded_channels_last_input_keeps_a_channels_last_output():
-    torch.manual_seed(0)
-    stem = BcosConv2d(6, 8, 3, padding=1)
-    h = torch.rand(2, 3, 9, 9)
-    x = torch.cat([h, 1 - h], 1).contiguous(memory_format=torch.channels_last)
-    assert encoded_half(x) is not None
-    out = stem(x)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, stem(x.clone().requires_grad_(True)), rtol=1e-5, atol=1e-5)

@@ -167,26 +167,27 @@ def test_conv_rejects_unbatched_input():
         BcosConv2d(3, 4)(torch.randn(3, 5, 5))
 
 
-def _count_convs(module, x):
-    calls = []
+def _conv_input_channels(module, x):
+    channels = []
 
     class Counter(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             if func in (F.conv2d, torch.conv2d):
-                calls.append(func)
+                channels.append(args[0].shape[1])
             return func(*args, **(kwargs or {}))
 
     with Counter():
         module(x)
-    return len(calls)
+    return channels
 
 
-def test_fast_path_runs_a_single_convolution():
+def test_plain_patch_norms_never_convolve_the_full_input():
+    """The squares are summed over each group's channels first: the window sums run on
+    ``groups`` channels, not on ``in_channels``."""
     x = torch.randn(1, 8, 8, 8)
-    assert _count_convs(BcosConv2d(8, 8, 3, padding=1, max_out=2), x) == 1
-    assert _count_convs(BcosConv2d(8, 8, 3, padding=1, groups=4, padding_mode="reflect"), x) == 1
-    # dilation: a second, cheap convolution over the channel-summed squares ([N, groups, H, W])
-    assert _count_convs(BcosConv2d(8, 8, 3, padding=2, dilation=2), x) == 2
+    assert _conv_input_channels(BcosConv2d(8, 8, 3, padding=1, max_out=2), x) == [8, 1]
+    assert _conv_input_channels(BcosConv2d(8, 8, 3, padding=1, groups=4, padding_mode="reflect"), x) == [8, 4]
+    assert _conv_input_channels(BcosConv2d(8, 8, 3, padding=2, dilation=2, b=3), x) == [8, 1]
 
 
 @pytest.mark.parametrize("b", [2, 3])

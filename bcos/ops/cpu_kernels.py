@@ -1,18 +1,20 @@
-"""Fused C++ kernels for the B-cos convolution on the CPU, compiled once on first use.
+"""The C++ CPU kernels of the fused operators, compiled once on first use.
 
 Eager PyTorch runs the element-wise work of a B-cos convolution (the channel sums of ``x²``, the
-output scaling ``r·|r|·inv``, its backward and the filter-gradient projection) as chains of
-operations that each read and write a whole activation; on the CPU those passes, not the
-arithmetic, are what the B-cos layer adds to a convolution. ``csrc/cpu_kernels.cpp`` does each
-chain in one pass and registers the kernels as ``torch.ops.bcos_cpu.*``.
+output scaling ``r·|r|·inv``, its backward and the filter-gradient projection) and of the
+uncentered batch norm as chains of operations that each read and write a whole activation; on the
+CPU those passes, not the arithmetic, are what B-cos layers add to a standard network.
+``csrc/cpu_kernels.cpp`` does each chain in one pass and registers the kernels as
+``torch.ops.bcos_cpu.*``. Only the operators of :mod:`bcos.ops` call them, on real CPU tensors.
 
 The first call of :func:`available` builds the kernels with PyTorch's C++ extension tooling (a C++
-compiler and ``ninja``; about half a minute) into the torch extensions cache (``TORCH_EXTENSIONS_DIR``,
-by default ``~/.cache/torch_extensions``); later processes load the cached build. The build is
+compiler and ``ninja``; about 20 seconds, announced on stderr) into the torch extensions cache
+(``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``); later processes load the
+cached build. The build is
 specific to the source, the PyTorch version and the instruction set PyTorch uses on this machine
 (AVX2, AVX-512), so a shared cache serves mixed machines safely. Where no build is possible the
-layers use eager operations (same results, slower) after one warning; set ``BCOS_CPU_KERNELS=0``
-to skip the build altogether.
+operators run eager PyTorch operations instead (same results, slower) after one warning; set
+``BCOS_CPU_KERNELS=0`` to skip the build altogether.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -39,7 +42,6 @@ _ARCHITECTURE_FLAGS = {
 }
 _FLOATS = (torch.float32, torch.float64)
 
-_logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _loaded: bool | None = None
 
@@ -56,21 +58,12 @@ def available() -> bool:
 
 def usable(*tensors: Tensor) -> bool:
     """Whether the kernels can take these tensors: CPU, float32/float64 of one dtype, contiguous
-    (NCHW), not tracked by autograd (the kernels have no derivatives of their own; the B-cos
-    layer's backward calls them), outside ``torch.compile`` tracing (which sees the eager
-    operations instead)."""
-    if torch.compiler.is_compiling():
-        return False
+    (NCHW), and the kernels are built."""
     first = tensors[0]
-    tracking = torch.is_grad_enabled()
     return (
         first.device.type == "cpu"
         and first.dtype in _FLOATS
-        and all(
-            t.device.type == "cpu" and t.dtype == first.dtype and t.is_contiguous()
-            and not (tracking and t.requires_grad)
-            for t in tensors
-        )  # fmt: skip
+        and all(t.device.type == "cpu" and t.dtype == first.dtype and t.is_contiguous() for t in tensors)
         and available()
     )
 
@@ -99,7 +92,8 @@ def _load() -> bool:
     try:
         from torch.utils.cpp_extension import load
 
-        _logger.info("bcos: compiling the fused CPU kernels once (about 20 s) into %s", build_directory)
+        # visible without any logging set-up: the first layer call otherwise pauses silently
+        print(f"bcos: building the fused CPU kernels once (about 20 s) into {build_directory}", file=sys.stderr)
         build_directory.mkdir(parents=True, exist_ok=True)
         os.environ["PATH"] = _with_ninja(path)
         load(
@@ -116,8 +110,8 @@ def _load() -> bool:
         # a compiler's own diagnosis says more than the build tool's command line
         message = next((line for line in lines if "error:" in line), lines[0] if lines else type(error).__name__)
         warnings.warn(
-            f"bcos: the fused CPU kernels could not be built ({message}); B-cos layers use eager "
-            f"operations (same results, slower). Install a C++ compiler and ninja, or set "
+            f"bcos: the fused CPU kernels could not be built ({message}); the fused operators use "
+            f"eager PyTorch operations (same results, slower). Install a C++ compiler and ninja, or set "
             f"{ENVIRONMENT_VARIABLE}=0 to silence this",
             RuntimeWarning,
             stacklevel=3,

@@ -5,22 +5,18 @@ standard deviation ``sqrt(var + eps)``. Without a bias these layers are linear i
 variance is fixed, so in explanation mode the variance is computed from the detached input (batch
 norms in eval mode use their constant running variance anyway).
 
-The per-channel batch norm in training runs as one custom autograd function built on torch's fused
-batch-norm kernels: ``x·w/σ = BN(x) + μ·w/σ``, and the uncentered gradient is the centered one
-(with mean 0) plus a per-channel constant, so forward and backward cost what ``nn.BatchNorm2d``
-costs. On the CPU, fused kernels (:mod:`bcos.modules.cpu_kernels`) do it without the constant's
-extra pass, forward and backward.
+The per-channel batch norm in training mode has a fused operator
+(:mod:`bcos.ops.uncentered_batch_norm`: one statistics pass and one output pass, C++ kernels on the
+CPU), chosen once when the layer is built (:func:`bcos.ops.use_fused_ops`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
+from bcos import ops
 from bcos.errors import ConfigError
-from bcos.modules import cpu_kernels
 from bcos.modules.explanation_mode import DetachableModule
 from bcos.modules.norms._common import (
     channel_view,
@@ -41,80 +37,6 @@ __all__ = [
 ]
 
 
-class _UncenteredBatchNorm(torch.autograd.Function):
-    """Training-mode ``x·w/sqrt(var_c + eps) + b`` over (N, *spatial) with the fused batch-norm kernels.
-
-    Returns the output and the biased batch variance (for the running statistics, not
-    differentiable). With ``detach`` (explanation mode) the variance is a constant in backward.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, detach: bool
-    ) -> tuple[Tensor, Tensor]:
-        parameters = [t for t in (weight, bias) if t is not None]
-        ctx.fused = x.dim() == 4 and cpu_kernels.usable(x, *parameters)
-        if ctx.fused:  # one statistics pass and one output pass (bcos.modules.cpu_kernels)
-            out, mean, invstd = torch.ops.bcos_cpu.uncentered_batch_norm(x, weight, bias, eps)
-        else:
-            out, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
-            # the kernel subtracted the mean: add back mean·w/σ (and the bias) per channel
-            shift = mean * invstd if weight is None else mean * invstd * weight
-            if bias is not None:
-                shift = shift + bias
-            out = out.add_(shift.to(out.dtype).view(1, -1, *([1] * (x.dim() - 2))))
-        var = invstd.pow(-2).sub_(eps)
-        ctx.mark_non_differentiable(var)
-        ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.eps = eps
-        ctx.detach = detach
-        ctx.has_bias = bias is not None
-        return out, var
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor, _grad_var: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, weight, mean, invstd = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dims = [0, *range(2, x.dim())]
-        view = (1, -1, *([1] * (x.dim() - 2)))
-        grad_x = grad_w = grad_b = None
-        # x is contiguous already: the fused forward took only contiguous inputs
-        dense_grad = grad.contiguous() if ctx.fused and not ctx.detach else None
-        if dense_grad is not None and cpu_kernels.usable(dense_grad, x):
-            grad_x, grad_w, grad_b = torch.ops.bcos_cpu.uncentered_batch_norm_backward(
-                dense_grad, x, weight, mean, invstd, need_x, need_w, need_b
-            )
-            return (
-                grad_x if need_x else None, grad_w if need_w else None,
-                grad_b if need_b else None, None, None,
-            )  # fmt: skip
-        if ctx.detach:
-            scale = invstd if weight is None else invstd * weight
-            if need_x:
-                grad_x = grad * scale.to(grad.dtype).view(view)
-            if need_w:
-                grad_w = (grad * x).sum(dims, dtype=invstd.dtype).mul_(invstd)
-            if need_b:
-                grad_b = grad.sum(dims, dtype=invstd.dtype)
-        else:
-            # centered backward with mean 0 gives g·w/σ - x·w/σ³·mean(g·x) - w/σ·mean(g); the
-            # uncentered gradient g·w/σ - (x - μ)·w/σ³·mean(g·x) differs by the per-channel
-            # constant w/σ·(mean(g) + μ/σ²·mean(g·x))
-            grad_x, grad_w0, grad_b = torch.ops.aten.native_batch_norm_backward(
-                grad, x, weight, None, None, torch.zeros_like(mean), invstd, True, ctx.eps,
-                [need_x, True, True],
-            )  # fmt: skip
-            if need_x:
-                count = grad.numel() // grad.shape[1]
-                shift = grad_b + mean * invstd * grad_w0  # grad_w0 = Σ g·x / σ
-                shift = shift * invstd if weight is None else shift * invstd * weight
-                grad_x = grad_x.add_(shift.div_(count).to(grad_x.dtype).view(view))
-            grad_w = grad_w0 if need_w else None
-        if not need_b:
-            grad_b = None
-        return grad_x, grad_w, grad_b, None, None
-
-
 class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
     """Batch-norm bookkeeping (running variance, momentum, counters) for uncentered batch norms.
 
@@ -124,6 +46,11 @@ class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
 
     _variance_dims: tuple[int, ...] | None = None  # None: over every element
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # decided once: the per-channel norm has a fused training-mode operator
+        self.fused = ops.use_fused_ops() and self._variance_dims == (0, 2, 3)
+
     def forward(self, input: Tensor) -> Tensor:
         check_4d(self._get_name(), input)
         factor = 0.0 if self.momentum is None else self.momentum
@@ -132,31 +59,29 @@ class _UncenteredBatchStatistics(nn.BatchNorm2d, DetachableModule):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked)
+        batch_statistics = self.training or self.running_var is None
 
-        if self._variance_dims == (0, 2, 3) and (self.training or self.running_var is None):
-            out, var = _UncenteredBatchNorm.apply(input, self.weight, self.bias, self.eps, self.detach)
-            if update:
-                with torch.no_grad():  # (1 - factor)·running + factor·var, in one operation
-                    self.running_var.lerp_(var.to(self.running_var.dtype), factor)
-            return out
-
-        if self.training or self.running_var is None:
-            source = input.detach() if self.detach else input
-            if self._variance_dims is None:
-                var = source.var(correction=0).reshape(1)
-            else:
-                var = source.var(dim=self._variance_dims, correction=0)
-            if update:
-                with torch.no_grad():
-                    self.running_var.lerp_(var.detach().to(self.running_var.dtype), factor)
+        if batch_statistics and self.fused:  # the same computation as below, as one operator
+            out, var = ops.uncentered_batch_norm(input, self.weight, self.bias, self.eps, self.detach)
         else:
-            var = self.running_var
-
-        scale = (var + self.eps).rsqrt()
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = None if self.bias is None else channel_view(self.bias, 4)
-        return scale_shift(input, channel_view(scale, 4), shift)
+            if batch_statistics:
+                source = input.detach() if self.detach else input
+                # statistics in float32 at least (bfloat16 under autocast loses the variance)
+                source = source.to(torch.promote_types(source.dtype, torch.float32))
+                dims = self._variance_dims
+                var = source.var(correction=0).reshape(1) if dims is None else source.var(dim=dims, correction=0)
+            else:
+                var = self.running_var
+            scale = (var + self.eps).rsqrt()
+            if self.weight is not None:
+                scale = scale * self.weight
+            # in the input's dtype, as torch's batch norm under autocast (statistics stay float32)
+            shift = None if self.bias is None else channel_view(self.bias.to(input.dtype), 4)
+            out = scale_shift(input, channel_view(scale.to(input.dtype), 4), shift)
+        if update:
+            with torch.no_grad():  # (1 - factor)·running + factor·var, in one operation
+                self.running_var.lerp_(var.detach().to(self.running_var.dtype), factor)
+        return out
 
 
 class BatchNormUncentered2d(_UncenteredBatchStatistics):
