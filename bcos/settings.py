@@ -10,10 +10,12 @@ Environment variable            Meaning
                                 split, extracted into ``SHMTMPDIR`` by ``cache_dataset="shm"``.
 =============================== ================================================================
 
-Read a setting with the functions (``data_root()``, ...) or the reference's attribute names
-(``bcos.settings.DATA_ROOT``, ...). Both read the environment at call time, so a test or script
-can change ``os.environ`` after import. Assigning an attribute in code
-(``bcos.settings.DATA_ROOT = "/data"``) overrides the environment for both spellings.
+Either set the environment variables or edit the lines in ``PATHS_SET_HERE`` below (a path there
+wins over the environment variable; None reads the variable). Read a setting with the functions
+(``data_root()``, ...) or the reference's attribute names (``bcos.settings.DATA_ROOT``, ...). Both
+read the environment at call time, so a test or script can change ``os.environ`` after import.
+Assigning an attribute in code (``bcos.settings.DATA_ROOT = "/data"``) overrides both for both
+spellings.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import sys
 
 __all__ = [
+    "PATHS_SET_HERE",
     "data_root",
     "imagenet_path",
     "shm_tmp_dir",
@@ -31,6 +34,17 @@ __all__ = [
     "SHMTMPDIR",
     "IMAGENET_TRAIN_TAR_FILES_DIR",
 ]
+
+# ------------------------------------------------------------------------------- lines to edit
+# Replace None by a path, e.g. "DATA_ROOT": "/data/cifar10", to fix it for every run on this
+# machine (it then wins over the environment variable); None reads the environment variable.
+PATHS_SET_HERE: dict[str, str | None] = {
+    "DATA_ROOT": None,  # CIFAR-10 folder (downloaded there when missing)
+    "IMAGENET_PATH": None,  # folder with ImageNet's train/ and val/ class folders
+    "SHMTMPDIR": None,  # fast local folder for cache_dataset="shm" (default /dev/shm)
+    "IMAGENET_TRAIN_TAR_FILES_DIR": None,  # optional folder of per-class ImageNet train .tar files
+}
+# -------------------------------------------------------------------------------------------------
 
 # attribute name -> (environment variable, default)
 _SETTINGS: dict[str, tuple[str, str | None]] = {
@@ -45,6 +59,8 @@ def _read(name: str) -> str | None:
     module_vars = vars(sys.modules[__name__])
     if name in module_vars:  # assigned in code: takes precedence over the environment
         return module_vars[name]
+    if PATHS_SET_HERE.get(name):  # edited above
+        return PATHS_SET_HERE[name]
     env_var, default = _SETTINGS[name]
     value = os.environ.get(env_var)
     return value if value else default

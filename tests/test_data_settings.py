@@ -36,3 +36,13 @@ def test_assignment_in_code_overrides_the_environment(monkeypatch):
 def test_unknown_setting():
     with pytest.raises(AttributeError):
         settings.NOT_A_SETTING  # noqa: B018
+
+
+def test_a_path_set_in_settings_py_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("IMAGENET_PATH", "/from-env")
+    assert set(settings.PATHS_SET_HERE) == {"DATA_ROOT", "IMAGENET_PATH", "SHMTMPDIR", "IMAGENET_TRAIN_TAR_FILES_DIR"}
+    assert all(value is None for value in settings.PATHS_SET_HERE.values())  # as shipped: the environment decides
+    monkeypatch.setitem(settings.PATHS_SET_HERE, "IMAGENET_PATH", "/edited")
+    assert settings.imagenet_path() == settings.IMAGENET_PATH == "/edited"
+    monkeypatch.setattr(settings, "IMAGENET_PATH", "/from-code", raising=False)
+    assert settings.imagenet_path() == "/from-code"
