@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m bcos.demo
+	BCOS_KEEP_FREED_MEMORY=1 $(PY) -m bcos.demo  # opt-in glibc tuning (bcos.cpu_allocator)
 
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.run_cpu

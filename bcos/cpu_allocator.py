@@ -12,8 +12,11 @@ once, so freed memory is reused instead (PyTorch's CPU performance guide recomme
 tcmalloc for the same reason; this needs no preloaded library).
 
 The cost: the process keeps its peak heap instead of shrinking after a step, as GPU caching
-allocators do. The training entry points and the CPU benchmarks (both sides) call it; set
-``BCOS_KEEP_FREED_MEMORY=0`` to leave the allocator alone.
+allocators do. It changes the whole process, so nothing in bcos applies it unasked: call
+:func:`keep_freed_memory` in your own script, or set ``BCOS_KEEP_FREED_MEMORY=1`` for a training
+run (``train.py`` / ``bcos train`` then apply it, :func:`keep_freed_memory_if_requested`). The CPU
+benchmarks apply it to both sides (``--system-allocator`` measures without it); ``make demo``
+opts in.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import logging
 import os
 import sys
 
-__all__ = ["keep_freed_memory", "ENVIRONMENT_VARIABLE"]
+__all__ = ["keep_freed_memory", "keep_freed_memory_if_requested", "ENVIRONMENT_VARIABLE"]
 
 ENVIRONMENT_VARIABLE = "BCOS_KEEP_FREED_MEMORY"
 
@@ -38,10 +41,7 @@ _logger = logging.getLogger(__name__)
 
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (blocks up to 32 MiB from the heap, trimming only
-    above 1 GiB of free heap top). Returns whether the setting was applied: False off Linux/glibc
-    or when ``BCOS_KEEP_FREED_MEMORY=0``."""
-    if os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
+    above 1 GiB of free heap top). Returns whether the setting was applied: False off Linux/glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -54,3 +54,11 @@ def keep_freed_memory() -> bool:
     applied = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and applied
     _logger.debug("glibc malloc thresholds raised: %s", applied)
     return applied
+
+
+def keep_freed_memory_if_requested() -> bool:
+    """:func:`keep_freed_memory` when ``BCOS_KEEP_FREED_MEMORY=1`` is set (the opt-in of training
+    runs); returns whether the setting was applied."""
+    if os.environ.get(ENVIRONMENT_VARIABLE, "0").strip().lower() not in ("1", "true", "yes", "on"):
+        return False
+    return keep_freed_memory()

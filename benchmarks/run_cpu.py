@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from bcos.cpu_allocator import keep_freed_memory
-from bcos.modules import BcosConv2d, cpu_kernels
+from bcos.modules import BcosConv2d
+from bcos.ops import cpu_kernels
 from benchmarks import cases, standard_models
 from benchmarks.timing import interleaved, median
 

@@ -42,6 +42,30 @@ def test_freed_memory_is_reused_without_page_faults():
     assert max(kept["faults"][-3:]) < pages // 20, kept  # later rounds reuse them
 
 
-def test_the_environment_variable_leaves_the_allocator_alone(monkeypatch):
-    monkeypatch.setenv(cpu_allocator.ENVIRONMENT_VARIABLE, "0")
-    assert cpu_allocator.keep_freed_memory() is False
+@pytest.mark.parametrize("value, applied", [(None, False), ("0", False), ("1", True)])
+def test_training_opts_in_through_the_environment_variable(monkeypatch, value, applied):
+    calls = []
+    monkeypatch.setattr(cpu_allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    if value is None:
+        monkeypatch.delenv(cpu_allocator.ENVIRONMENT_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(cpu_allocator.ENVIRONMENT_VARIABLE, value)
+    assert cpu_allocator.keep_freed_memory_if_requested() is applied
+    assert len(calls) == int(applied)
+
+
+def test_nothing_in_the_package_applies_the_tuning_unasked():
+    """Only the opt-in helper calls :func:`keep_freed_memory`: no import, layer or training call
+    changes glibc's settings for the whole process on its own."""
+    import ast
+    from pathlib import Path
+
+    root = Path(cpu_allocator.__file__).parent
+    callers = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name | ast.Attribute):
+                name = node.id if isinstance(node, ast.Name) else node.attr
+                if name == "keep_freed_memory" and path.name != "cpu_allocator.py":
+                    callers.append(str(path.relative_to(root)))
+    assert callers == []

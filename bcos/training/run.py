@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bcos
 from bcos.atomic_io import remove_stale_temporaries
-from bcos.cpu_allocator import keep_freed_memory
+from bcos.cpu_allocator import keep_freed_memory_if_requested
 from bcos.errors import BcosError, CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
@@ -323,7 +323,7 @@ def run_training(args: Any) -> pl.Trainer:
 
         seed = config.get("seed", DEFAULT_SEED)
         pl.seed_everything(seed, workers=True)
-        keep_freed_memory()  # no page faults on every step's re-allocated activations
+        keep_freed_memory_if_requested()  # opt-in (BCOS_KEEP_FREED_MEMORY=1): no page faults on every step
         module = ClassificationLitModel(
             options.dataset,
             options.base_network,
