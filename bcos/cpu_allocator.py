@@ -24,8 +24,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import sys
+
+from bcos.environment import environment_flag
 
 __all__ = ["keep_freed_memory", "keep_freed_memory_if_requested", "ENVIRONMENT_VARIABLE"]
 
@@ -59,6 +60,4 @@ def keep_freed_memory() -> bool:
 def keep_freed_memory_if_requested() -> bool:
     """:func:`keep_freed_memory` when ``BCOS_KEEP_FREED_MEMORY=1`` is set (the opt-in of training
     runs); returns whether the setting was applied."""
-    if os.environ.get(ENVIRONMENT_VARIABLE, "0").strip().lower() not in ("1", "true", "yes", "on"):
-        return False
-    return keep_freed_memory()
+    return environment_flag(ENVIRONMENT_VARIABLE, False) and keep_freed_memory()

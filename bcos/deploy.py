@@ -78,11 +78,11 @@ def export_onnx(
     and contains standard ONNX operators only (onnxruntime runs it).
     """
     path = _writable(path, overwrite)
-    program = export_program(model, example, dynamic_batch=dynamic_batch, portable=True)
     try:
-        import onnxscript  # noqa: F401 (the exporter's dependency; checked here for a clear error)
+        import onnxscript  # noqa: F401 (the exporter's dependency; checked first for a clear error)
     except ImportError:
         raise InputError('ONNX export needs onnx and onnxscript: pip install "bcos[export]"') from None
+    program = export_program(model, example, dynamic_batch=dynamic_batch, portable=True)
     onnx_program = torch.onnx.export(program, (example,), dynamo=True, verbose=False)
     with atomic_open(path, "wb") as file:
         file.write(onnx_program.model_proto.SerializeToString())

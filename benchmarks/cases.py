@@ -26,16 +26,20 @@ _CONV = partial(BcosConv2d, b=2, max_out=1)
 
 
 def bcos_cifar_resnet20() -> nn.Module:
-    """CIFAR-10 ``resnet_20_bnu-linear-nomaxout`` (the norm-ablation model of the issue)."""
-    return bcos_resnet.cifar10_resnet20(
-        norm_layer=_BNU_LINEAR, conv_layer=_CONV, logit_bias=-math.log(9)
-    )
+    """CIFAR-10 ``resnet_20_bnu-linear-nomaxout`` (the norm-ablation model of the issue), with
+    ``[x, 1 - x]`` inputs declared as training declares them."""
+    model = bcos_resnet.cifar10_resnet20(norm_layer=_BNU_LINEAR, conv_layer=_CONV, logit_bias=-math.log(9))
+    model.set_inputs_inverse_encoded()
+    return model
 
 
 def bcos_imagenet_resnet(depth: int) -> nn.Module:
-    """ImageNet B-cos ResNet of the ``bcos_final`` collection (bnu-linear, B=2, no MaxOut)."""
+    """ImageNet B-cos ResNet of the ``bcos_final`` collection (bnu-linear, B=2, no MaxOut), with
+    ``[x, 1 - x]`` inputs declared as training declares them."""
     builder = getattr(bcos_resnet, f"resnet{depth}")
-    return builder(num_classes=1000, norm_layer=_BNU_LINEAR, conv_layer=_CONV, logit_bias=-math.log(999))
+    model = builder(num_classes=1000, norm_layer=_BNU_LINEAR, conv_layer=_CONV, logit_bias=-math.log(999))
+    model.set_inputs_inverse_encoded()
+    return model
 
 
 def standard_imagenet_resnet(depth: int) -> nn.Module:

@@ -3,9 +3,9 @@
 Every row times the B-cos case and its standard counterpart in alternating order (A/B/B/A/...)
 after a warm-up, with ``torch.set_num_threads(2)`` and float32, and reports medians and their
 ratio next to the target of issue 5 (and issue 2 for batched explanations). Memory is measured
-in fresh processes (see :mod:`benchmarks.memory`). Like training, the run first makes glibc keep
-freed memory for reuse (:func:`bcos.cpu_allocator.keep_freed_memory`, which applies to both
-sides; ``--system-allocator`` measures without it). Takes a few minutes on a 2-core machine;
+in fresh processes (see :mod:`benchmarks.memory`). The run first makes glibc keep freed memory
+for reuse (:func:`bcos.cpu_allocator.keep_freed_memory`, the opt-in of training runs, applied to
+both sides; ``--system-allocator`` measures without it). Takes a few minutes on a 2-core machine;
 ``--quick`` uses fewer rounds.
 """
 
@@ -275,14 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows and machine info to this file")
     parser.add_argument(
         "--system-allocator", action="store_true",
-        help="leave glibc's malloc thresholds alone (default: keep freed memory for reuse, as "
-        "training does; see bcos.cpu_allocator)",
+        help="leave glibc's malloc thresholds alone (default: keep freed memory for reuse on both "
+        "sides, as training with BCOS_KEEP_FREED_MEMORY=1 does; see bcos.cpu_allocator)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
     torch.set_num_threads(args.threads)
     kept = False if args.system_allocator else keep_freed_memory()  # both sides alike
-
 
     rows: list[Row] = []
     if "conv" in args.only:

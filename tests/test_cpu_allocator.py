@@ -69,3 +69,15 @@ def test_nothing_in_the_package_applies_the_tuning_unasked():
                 if name == "keep_freed_memory" and path.name != "cpu_allocator.py":
                     callers.append(str(path.relative_to(root)))
     assert callers == []
+
+
+@pytest.mark.parametrize("value", ["2", "disable", "yes please"])
+def test_a_switch_that_is_neither_on_nor_off_is_an_error(monkeypatch, value):
+    from bcos.environment import environment_flag
+    from bcos.errors import ConfigError
+
+    monkeypatch.setenv(cpu_allocator.ENVIRONMENT_VARIABLE, value)
+    with pytest.raises(ConfigError, match=r"BCOS_KEEP_FREED_MEMORY=.* is not a switch: set it to 1 or 0"):
+        cpu_allocator.keep_freed_memory_if_requested()
+    monkeypatch.setenv("BCOS_FUSED_OPS", " Off ")
+    assert environment_flag("BCOS_FUSED_OPS", True) is False

@@ -144,7 +144,7 @@ def test_collection_builds_the_registered_model(name):
 # --------------------------------------------------------------------------------------------
 # The models floor does not reach upward
 # --------------------------------------------------------------------------------------------
-UPPER_FLOORS = ("bcos.data", "bcos.experiments", "bcos.training", "bcos.cli", "bcos.explain.methods", "bcos.explain.localisation")
+UPPER_FLOORS = ("bcos.data.datamodules", "bcos.experiments", "bcos.training", "bcos.cli", "bcos.explain.methods", "bcos.explain.localisation")
 
 
 def _imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -170,7 +170,7 @@ def test_create_model_loads_nothing_from_above():
         "import sys, bcos.models, bcos; m = bcos.create_model('vitc_ti_patch1_14'); "
         "import bcos.models.pretrained as p; p.resnet18(); "
         "print(sorted(n for n in sys.modules if n.split('.')[0] in ('lightning', 'torchmetrics', 'captum') "
-        "or n.startswith(('bcos.data', 'bcos.experiments', 'bcos.training', 'bcos.cli', 'bcos.explain.methods'))))"
+        "or n.startswith(('bcos.data.datamodules', 'bcos.experiments', 'bcos.training', 'bcos.cli', 'bcos.explain.methods'))))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr

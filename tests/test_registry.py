@@ -111,10 +111,9 @@ def test_eval_transform(name, resize, is_bcos):
     from bcos.data.presets import ImageNetClassificationPresetEval, eval_transform
 
     model = build_on_meta(name)
-    assert not hasattr(model, "transform")  # plain data on the models floor; the data floor builds it
     assert model.pretrained_config.transform == registry.EvalTransformSpec(resize, 224, is_bcos)
-    transform = eval_transform(model)
-    assert transform == eval_transform(model.pretrained_config.transform)
+    transform = model.transform  # as in the reference
+    assert transform == eval_transform(model) == eval_transform(model.pretrained_config.transform)
     assert transform == ImageNetClassificationPresetEval(crop_size=224, resize_size=resize, is_bcos=is_bcos)
     image = Image.new("RGB", (260, 300), color=(200, 30, 90))
     assert transform(image).shape == (6 if is_bcos else 3, 224, 224)

@@ -115,6 +115,11 @@ def tiny_collection(monkeypatch, tmp_path):
 
     monkeypatch.setattr(collections_module, "get_configs_and_model_factory", lookup)
     monkeypatch.setattr(experiment_module, "get_configs_and_model_factory", lookup)
+    original_run_folder_config = collections_module.get_run_folder_config_function
+    monkeypatch.setattr(
+        collections_module, "get_run_folder_config_function",
+        lambda dataset, base_network: None if base_network == COLLECTION else original_run_folder_config(dataset, base_network),
+    )  # fmt: skip
     monkeypatch.setenv("DATA_ROOT", str(make_tiny_cifar10(tmp_path / "data", n_train=64, n_test=32)))
     monkeypatch.chdir(tmp_path)
     return configs

@@ -268,8 +268,6 @@ def test_compile_option_keeps_state_dict_keys():
     options = TrainOptions(dataset="d", base_network="b", experiment_name="e", compile=True, channels_last=True)
     _transform_model(holder, options)  # compiled lazily: nothing runs until the first forward
     assert list(holder.model.state_dict()) == keys
-    with pytest.raises(ConfigError, match="exclude each other"):
-        _transform_model(holder, TrainOptions(dataset="d", base_network="b", experiment_name="e", jit=True, compile=True))
 
 
 def test_trainer_config_from_options_and_config():

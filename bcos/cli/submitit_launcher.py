@@ -169,8 +169,8 @@ def submit(args: argparse.Namespace):
     if getattr(args, "devices", None) is not None:
         raise ConfigError("run_with_submitit.py sets the processes with --gpus (per node) and --nodes; drop --devices")
     args.nodes = int(args.nodes)
+    parameters = job_parameters(args)  # the job's size first: it decides which executor can run it
     kind = executor_kind(args)
-    parameters = job_parameters(args)
     if args.gpus > 1 or args.nodes > 1:
         args.distributed = True  # several processes: DDP
     if args.wandb_logger and not args.wandb_id:

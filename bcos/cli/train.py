@@ -78,7 +78,10 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
         choices=["auto", "bf16", "fp16"],
         help="Mixed precision: bf16 or fp16 (bare --amp: fp16 on a GPU, bf16 on the CPU).",
     )
-    run.add_argument("--jit", action="store_true", help="Compile the model with torch.jit.script.")
+    run.add_argument(
+        "--jit", action="store_true",
+        help="Not supported (TorchScript cannot compile B-cos layers): use --compile; deploy with bcos.deploy.",
+    )
     run.add_argument("--compile", action="store_true", help="Compile the model with torch.compile.")
     run.add_argument("--channels_last", action="store_true", help="Use the channels-last memory format.")
     run.add_argument(
@@ -135,8 +138,11 @@ def validate_options(args: argparse.Namespace) -> None:
     """Check the option combinations that do not depend on the experiment (raises bcos errors)."""
     if args.wandb_logger and not args.wandb_project:
         raise ConfigError("--wandb_logger needs --wandb_project NAME (or the WANDB_PROJECT environment variable)")
-    if args.jit and args.compile:
-        raise ConfigError("--jit and --compile exclude each other; pick one")
+    if args.jit:
+        raise ConfigError(
+            "--jit (TorchScript) is not supported for B-cos models: use --compile to speed up training, "
+            "and bcos.deploy or torch.export to deploy a trained model (docs/deploying.md)"
+        )
     if args.explanation_logging_every_n_epochs < 1:
         raise ConfigError("--explanation_logging_every_n_epochs must be at least 1")
     if args.refresh_rate is not None and args.refresh_rate < 1:

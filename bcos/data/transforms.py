@@ -26,6 +26,7 @@ from bcos.errors import ConfigError, InputError
 
 __all__ = [
     "AddInverse",
+    "ends_with_add_inverse",
     "RandomMixup",
     "RandomCutmix",
     "SplitAndGrid",
@@ -58,6 +59,17 @@ class AddInverse(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+def ends_with_add_inverse(transform: Any) -> bool:
+    """Whether every output of ``transform`` is ``[x, 1 - x]`` on the channel axis: its last step
+    is a channel-axis :class:`AddInverse` (through presets and nested ``Compose``)."""
+    if isinstance(transform, AddInverse):
+        return transform.dim in (-3, 0)  # the channel axis of a [C, H, W] image
+    steps = getattr(transform, "transforms", None)
+    if steps is not None and not isinstance(steps, list | tuple):
+        steps = getattr(steps, "transforms", None)  # a preset's Compose
+    return isinstance(steps, list | tuple) and len(steps) > 0 and ends_with_add_inverse(steps[-1])
 
 
 def _check_batch(batch: Tensor, target: Tensor, name: str) -> None:

@@ -32,6 +32,28 @@ class BcosUtilMixin:
     #: maps logits to probabilities (B-cos models are trained with binary cross-entropy)
     to_probabilities = staticmethod(torch.sigmoid)
 
+    #: the dotted name of the layer that reads the model's input (its stem); None: not declared
+    input_layer_name: str | None = None
+
+    def set_inputs_inverse_encoded(self, encoded: bool = True) -> bool:
+        """Declare that every input of this model is ``[x, 1 - x]`` (a data pipeline that ends in
+        ``AddInverse``, as training's does), or withdraw that (``encoded=False``).
+
+        The input layer then convolves ``x`` alone plus a constant map: the same values for such
+        inputs, half the stem's arithmetic (see ``BcosConv2d.inverse_encoded_input``). Do not
+        declare it for inputs that are perturbed or interpolated channel by channel (Integrated
+        Gradients' path, Quantus). Returns whether the input layer takes the encoding into account:
+        False for architectures whose input layer is not a B-cos convolution, and for a layer built
+        with the plain implementation (which computes the same values either way).
+        """
+        if self.input_layer_name is None:
+            return False
+        layer = self.get_submodule(self.input_layer_name)  # type: ignore[attr-defined]
+        if not hasattr(layer, "inverse_encoded_input"):
+            return False
+        layer.inverse_encoded_input = encoded
+        return bool(layer.fused)
+
     def explanation_mode(self) -> explanation_mode:
         """Context manager (and decorator) that puts the model into explanation mode."""
         return explanation_mode(self)  # type: ignore[arg-type]

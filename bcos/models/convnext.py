@@ -109,6 +109,8 @@ class BcosConvNeXt(BcosUtilMixin, nn.Module):
         logit_temperature: logits are divided by it (None: 1).
     """
 
+    input_layer_name = "features.0"
+
     def __init__(
         self,
         block_setting: Sequence[CNBlockConfig],

@@ -145,6 +145,8 @@ class BcosDenseNet(BcosUtilMixin, nn.Module):
         logit_temperature: logits are divided by it (None: 1).
     """
 
+    input_layer_name = "features.conv0"
+
     def __init__(
         self,
         growth_rate: int = 32,

@@ -20,9 +20,9 @@ layer wiring (a :class:`Family`) the published models use.
     >>> model = bcos.create_model("resnet18", pretrained=True)            # doctest: +SKIP
     >>> model = bcos.create_model("resnet50", pretrained=True, num_classes=10)  # fine-tuning: fresh classifier
 
-A model's evaluation preprocessing is plain data here (:class:`EvalTransformSpec`, in
-``model.pretrained_config.transform``); the data floor builds the transform from it
-(:func:`bcos.data.presets.eval_transform`).
+A model's evaluation preprocessing is declared as plain data (:class:`EvalTransformSpec`, in
+``model.pretrained_config.transform``) and built as ``model.transform`` (a preset of
+:mod:`bcos.data.presets`, which sits below the models like torchvision's transforms).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any, Literal
 from torch import nn
 
 from bcos.checkpoint_io import load_state_dict_file, load_state_dict_into, verify_sha256_prefix
+from bcos.data.presets import ImageNetClassificationPresetEval
 from bcos.errors import CheckpointError, ConfigError, unknown_name
 from bcos.models._utils import default_logit_bias
 from bcos.models.weights import WEIGHTS_BASE_URL, WeightsFile, fetch_weights_file
@@ -80,12 +81,17 @@ class SourceConfig:
 @dataclass(frozen=True)
 class EvalTransformSpec:
     """The evaluation preprocessing, as plain data: resize, center crop, then AddInverse (B-cos)
-    or mean/std normalisation. The field names are the arguments of
-    :class:`bcos.data.presets.ImageNetClassificationPresetEval`, which the data floor builds from it."""
+    or mean/std normalisation (the arguments of :class:`ImageNetClassificationPresetEval`)."""
 
     resize_size: int = 256
     crop_size: int = 224
     is_bcos: bool = True
+
+    def build(self) -> ImageNetClassificationPresetEval:
+        """The transform: a PIL image in, the model's input tensor out."""
+        return ImageNetClassificationPresetEval(
+            crop_size=self.crop_size, resize_size=self.resize_size, is_bcos=self.is_bcos
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,8 +406,8 @@ def create_model(
         **kwargs: builder arguments that replace the config's (``stochastic_depth_prob``,
             ``norm_layer``, ``logit_bias``, ``bcos_args={"b": 2.5}``, ...).
 
-    The model gets ``model.pretrained_config`` (this registry entry; its ``transform`` is the
-    evaluation preprocessing as plain data, built by :func:`bcos.data.presets.eval_transform`).
+    The model gets ``model.transform`` (its evaluation preprocessing, as in the reference) and
+    ``model.pretrained_config`` (this registry entry).
     """
     config = get_pretrained_config(name)
     model = config.build(num_classes, **kwargs)
@@ -419,5 +425,6 @@ def create_model(
         new_num_classes = num_classes if num_classes not in (None, config.num_classes) else None
         load_state_dict_into(model, load_state_dict_file(path), str(path), new_num_classes)
     model.pretrained_config = config
+    model.transform = config.transform.build()
     return model
 

@@ -220,6 +220,8 @@ class BcosResNet(BcosUtilMixin, nn.Module):
         logit_temperature: logits are divided by it (None: 1).
     """
 
+    input_layer_name = "conv1"
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],

@@ -92,6 +92,8 @@ class BcosVGG(BcosUtilMixin, nn.Module):
         logit_temperature: logits are divided by it (None: 1).
     """
 
+    input_layer_name = "features.0"
+
     def __init__(
         self,
         features: nn.Module,

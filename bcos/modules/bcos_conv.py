@@ -13,7 +13,9 @@ Speed: for ``b=2``, ``max_out=1`` and symmetric zero padding (every layer of the
 models) a layer built while :func:`bcos.ops.use_fused_ops` is true runs the same computation as
 one fused operator (:mod:`bcos.ops.bcos_conv2d`: less activation memory, fewer passes, C++
 kernels on the CPU). The choice is made once, in ``__init__``; ``.linear`` is then not called as a
-module (hooks on it do not run; hook the B-cos layer itself).
+module (hooks on it do not run; hook the B-cos layer itself). A first layer whose inputs are
+declared to be ``[x, 1 - x]`` (:attr:`BcosConv2d.inverse_encoded_input`, set by training) lets the
+operator convolve ``x`` alone.
 """
 
 from __future__ import annotations
@@ -128,6 +130,27 @@ class BcosConv2d(DetachableModule):
         padding = _symmetric_zero_padding(self.linear)
         self.fused = ops.use_fused_ops() and b == 2 and self.max_out == 1 and padding is not None
         self._fused_padding = padding
+        self._inverse_encoded_input = False
+
+    @property
+    def inverse_encoded_input(self) -> bool:
+        """Whether every input is declared to be ``[x, 1 - x]`` (default False).
+
+        Set it only where a data pipeline ending in ``AddInverse`` guarantees it (training does,
+        via ``model.set_inputs_inverse_encoded()``): the fused operator then convolves ``x`` alone
+        plus a constant map, the same values with half the arithmetic. Perturbed or interpolated
+        inputs (Integrated Gradients' path, Quantus) are not encoded and need the default.
+        """
+        return self._inverse_encoded_input
+
+    @inverse_encoded_input.setter
+    def inverse_encoded_input(self, value: bool) -> None:
+        if value and (self.groups != 1 or self.in_channels % 2):
+            raise ConfigError(
+                f"{type(self).__name__}: only a one-group layer with an even number of input channels "
+                f"can take the [x, 1 - x] encoding (got groups={self.groups}, in_channels={self.in_channels})"
+            )
+        self._inverse_encoded_input = bool(value)
 
     def forward(self, input: Tensor) -> Tensor:
         """Apply the layer to ``input`` of shape [N, C, H, W]."""
@@ -139,8 +162,9 @@ class BcosConv2d(DetachableModule):
         if self.fused:  # the same computation as below, as one operator (bcos.ops.bcos_conv2d)
             conv = self.linear
             return ops.conv2d_b2(
-                input, conv.weight, conv.stride, self._fused_padding, conv.dilation, self.groups, self.detach
-            )
+                input, conv.weight, conv.stride, self._fused_padding, conv.dilation, self.groups, self.detach,
+                self._inverse_encoded_input,
+            )  # fmt: skip
 
         out = self.linear(input)  # ŵᵀx for every patch (unit-norm filters)
         if self.max_out > 1:

@@ -17,11 +17,11 @@ bcos (``ExportedProgram.run_decompositions``, ONNX; see :mod:`bcos.deploy`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 
+from bcos.environment import environment_flag
 from bcos.ops.bcos_conv2d import conv2d_b2, conv2d_b2_reference
 from bcos.ops.uncentered_batch_norm import uncentered_batch_norm, uncentered_batch_norm_reference
 
@@ -36,18 +36,18 @@ __all__ = [
 
 ENVIRONMENT_VARIABLE = "BCOS_FUSED_OPS"
 
-_use_fused: bool = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+_use_fused: bool | None = None  # set by set_fused_ops; None: the environment variable decides
 
 
 def use_fused_ops() -> bool:
     """Whether layers built now use the fused operators (default True; ``BCOS_FUSED_OPS=0`` or
     :func:`set_fused_ops` switch them off)."""
-    return _use_fused
+    return environment_flag(ENVIRONMENT_VARIABLE, True) if _use_fused is None else _use_fused
 
 
 def set_fused_ops(enable: bool) -> None:
     """Switch the fused operators on or off for layers built from now on (existing layers keep
-    what they chose)."""
+    what they chose); this wins over ``BCOS_FUSED_OPS``."""
     global _use_fused
     _use_fused = bool(enable)
 

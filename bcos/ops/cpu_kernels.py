@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bcos.environment import environment_flag
+
 __all__ = ["available", "usable", "ENVIRONMENT_VARIABLE"]
 
 ENVIRONMENT_VARIABLE = "BCOS_CPU_KERNELS"
@@ -59,17 +61,17 @@ def available() -> bool:
 def usable(*tensors: Tensor) -> bool:
     """Whether the kernels can take these tensors: CPU, float32/float64 of one dtype, contiguous
     (NCHW), and the kernels are built."""
-    first = tensors[0]
-    return (
-        first.device.type == "cpu"
-        and first.dtype in _FLOATS
-        and all(t.device.type == "cpu" and t.dtype == first.dtype and t.is_contiguous() for t in tensors)
-        and available()
-    )
+    dtype = tensors[0].dtype
+    if dtype not in _FLOATS:
+        return False
+    for t in tensors:  # a plain loop: this runs several times per layer call
+        if not t.is_cpu or t.dtype != dtype or not t.is_contiguous():
+            return False
+    return available()
 
 
 def _load() -> bool:
-    if os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not environment_flag(ENVIRONMENT_VARIABLE, True):
         return False
     capability = torch.backends.cpu.get_cpu_capability()
     key = _SOURCE.read_bytes() + f"{torch.__version__} {capability}".encode()

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from bcos.ops import cpu_kernels
+from bcos.ops.memory_format import memory_format_of
 
 __all__ = ["uncentered_batch_norm", "uncentered_batch_norm_reference"]
 
@@ -53,23 +54,29 @@ def _uncentered_batch_norm(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``y``, the variance, and the mean and ``1/σ`` per channel (kept for backward)."""
     parameters = [t for t in (weight, bias) if t is not None]
-    if cpu_kernels.usable(x, *parameters):
-        y, mean, invstd = torch.ops.bcos_cpu.uncentered_batch_norm(x, weight, bias, eps)
-    else:
-        y, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
-        # the kernel subtracted the mean: add back mean·w/σ (and the bias) per channel
-        shift = mean * invstd if weight is None else mean * invstd * weight
-        if bias is not None:
-            shift = shift + bias
-        y = y.add_(shift.to(y.dtype).view(1, -1, 1, 1))
-    return y, invstd.pow(-2).sub_(eps), mean, invstd
+    with torch.autocast(x.device.type, enabled=False):  # the inputs are cast already
+        if cpu_kernels.usable(x, *parameters):
+            y, mean, invstd = torch.ops.bcos_cpu.uncentered_batch_norm(x, weight, bias, eps)
+        else:
+            y, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
+            # the kernel subtracted the mean: add back mean·w/σ (and the bias) per channel
+            shift = mean * invstd if weight is None else mean * invstd * weight
+            if bias is not None:
+                shift = shift + bias
+            y = y.add_(shift.to(y.dtype).view(1, -1, 1, 1))
+    # statistics in float32 at least, whatever the kernel kept; the output in x's layout
+    statistics = torch.promote_types(x.dtype, torch.float32)
+    mean, invstd = mean.to(statistics), invstd.to(statistics)
+    var = invstd.pow(-2).sub_(eps).clamp_min_(0)  # σ² = var + eps, as the kernels define 1/σ
+    return y.contiguous(memory_format=memory_format_of(x)), var, mean, invstd
 
 
 @_uncentered_batch_norm.register_fake
 def _(x, weight, bias, eps, detach):
     channels = x.shape[1]
     statistics = x.new_empty(channels, dtype=torch.promote_types(x.dtype, torch.float32))
-    return x.new_empty(x.shape), statistics, statistics.clone(), statistics.clone()
+    y = x.new_empty(x.shape).contiguous(memory_format=memory_format_of(x))
+    return y, statistics, statistics.clone(), statistics.clone()
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
@@ -127,16 +134,20 @@ def _uncentered_batch_norm_backward(
         # centered backward with mean 0 gives g·w/σ - x·w/σ³·mean(g·x) - w/σ·mean(g); the
         # uncentered gradient g·w/σ - (x - μ)·w/σ³·mean(g·x) differs by the per-channel
         # constant w/σ·(mean(g) + μ/σ²·mean(g·x))
+        # the statistics in the dtype the kernel expects: the parameters' on the CPU, the
+        # accumulation type (what the forward kernel returned) elsewhere
+        kernel_invstd = invstd.to(weight.dtype) if weight is not None and x.is_cpu else invstd
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-            grad, x, weight, None, None, torch.zeros_like(mean), invstd, True, eps, [need_x, True, True]
-        )
+            grad, x, weight, None, None, torch.zeros_like(kernel_invstd), kernel_invstd, True, eps,
+            [need_x, True, True],
+        )  # fmt: skip
         if need_x:
             count = grad.numel() // grad.shape[1]
             shift = grad_b + mean * invstd * grad_w  # grad_w = Σ g·x / σ
             shift = shift * invstd if weight is None else shift * invstd * weight
             grad_x = grad_x.add_(shift.div_(count).to(grad_x.dtype).view(1, -1, 1, 1))
     return (  # outputs must not alias each other: a new empty tensor for each one not asked for
-        grad_x if need_x and grad_x is not None else x.new_empty(0),
+        grad_x.contiguous(memory_format=memory_format_of(x)) if need_x and grad_x is not None else x.new_empty(0),
         grad_w if need_w and grad_w is not None else mean.new_empty(0),
         grad_b if need_b and grad_b is not None else mean.new_empty(0),
     )
@@ -145,7 +156,7 @@ def _uncentered_batch_norm_backward(
 @_uncentered_batch_norm_backward.register_fake
 def _(grad, x, weight, mean, invstd, eps, detach, need_x, need_w, need_b):
     return (
-        x.new_empty(x.shape) if need_x else x.new_empty(0),
+        x.new_empty(x.shape).contiguous(memory_format=memory_format_of(x)) if need_x else x.new_empty(0),
         mean.new_empty(mean.shape) if need_w else mean.new_empty(0),
         mean.new_empty(mean.shape) if need_b else mean.new_empty(0),
     )

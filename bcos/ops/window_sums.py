@@ -6,7 +6,8 @@ sum runs on ``groups`` channels only. On the CPU, ``avg_pool2d`` costs as much a
 over a full activation; the window is separable, so two rounds of shifted (strided) slice
 additions are far cheaper, and centred stride-1 windows (every 3x3 ResNet convolution) add their
 neighbours in place (one C++ kernel, :mod:`bcos.ops.cpu_kernels`). Elsewhere one pooling kernel is
-cheapest. Dilated windows use a ones-kernel convolution.
+cheapest. Dilated windows, and padding beyond half the kernel (which pooling refuses), use a
+ones-kernel convolution.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
 def window_sum(q: Tensor, window: Window) -> Tensor:
     """Sum of ``q`` [N, G, H, W] over every window of the convolution (zero padding)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = window
-    if (dh, dw) != (1, 1):
+    if (dh, dw) != (1, 1) or not _poolable(window):
         ones = q.new_ones((q.shape[1], 1, kh, kw))
         return F.conv2d(q, ones, None, (sh, sw), (ph, pw), (dh, dw), q.shape[1])
     if q.device.type != "cpu":
@@ -57,7 +58,7 @@ def window_sum_transposed(grad: Tensor, input_size: tuple[int, int], window: Win
     height, width = input_size
     n, g, h_out, w_out = grad.shape
     shape_only = grad.new_empty((n, g, height, width))  # the backward ops read only its shape
-    if (dh, dw) != (1, 1):
+    if (dh, dw) != (1, 1) or not _poolable(window):
         ones = grad.new_ones((g, 1, kh, kw))
         return torch.ops.aten.convolution_backward(
             grad, shape_only, ones, None, (sh, sw), (ph, pw), (dh, dw), False, (0, 0), g,
@@ -76,6 +77,12 @@ def window_sum_transposed(grad: Tensor, input_size: tuple[int, int], window: Win
     for j in range(kw):
         result[..., _tap(j, w_out, sw)].add_(rows)
     return result[..., ph : ph + height, pw : pw + width]
+
+
+def _poolable(window: Window) -> bool:
+    """Whether ``avg_pool2d`` can pad like the convolution: at most half the kernel."""
+    (kh, kw), _, (ph, pw), _ = window
+    return 2 * ph <= kh and 2 * pw <= kw
 
 
 def _tap(start: int, count: int, stride: int) -> slice:

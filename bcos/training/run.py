@@ -78,7 +78,6 @@ class TrainOptions:
     accelerator: str | None = None  # None: the config's or "auto"; "cpu" or "gpu"
     sync_batchnorm: bool = False
     amp: str | None = None  # None: full precision; "auto", "bf16" or "fp16"
-    jit: bool = False
     compile: bool = False
     channels_last: bool = False
     cache_dataset: str | None = None
@@ -391,19 +390,9 @@ def run_training(args: Any) -> pl.Trainer:
 
 
 def _transform_model(module: ClassificationLitModel, options: TrainOptions) -> None:
-    """Apply --channels_last, --jit and --compile to the wrapped model (state-dict keys unchanged)."""
+    """Apply --channels_last and --compile to the wrapped model (state-dict keys unchanged)."""
     if options.channels_last:
         module.model = module.model.to(memory_format=torch.channels_last)
-    if options.jit and options.compile:
-        raise ConfigError("--jit and --compile exclude each other; pick one")
-    if options.jit:
-        try:
-            module.model = torch.jit.script(module.model)
-        except Exception as error:  # noqa: BLE001 - TorchScript raises many kinds of errors
-            raise ConfigError(
-                f"--jit could not script the model ({type(error).__name__}); train without --jit or use --compile"
-            ) from error
-        rank_zero_info("The model is TorchScript-compiled (--jit).")
     if options.compile:
         module.model.compile()  # in place: the state-dict keys stay those of the plain model
         rank_zero_info("The model is compiled with torch.compile (--compile).")

@@ -17,6 +17,7 @@ import torch
 import torchmetrics
 from lightning.pytorch.utilities import rank_zero_info
 
+from bcos.data.transforms import ends_with_add_inverse
 from bcos.errors import BcosError, ConfigError
 from bcos.experiments.utils import Experiment, sanitize_config
 from bcos.experiments.utils.run_folder import BASE_EXPERIMENTS_DIRECTORY
@@ -111,6 +112,11 @@ class ClassificationLitModel(pl.LightningModule):
         self.config = config
         self.model = self.experiment.get_model()
         self.is_bcos = bool(config["model"].get("is_bcos", False))
+        data = config["data"]
+        # every image this module feeds the model while fitting is [x, 1 - x]: the stem may read x alone
+        self.inputs_inverse_encoded = self.is_bcos and all(
+            ends_with_add_inverse(data.get(key)) for key in ("train_transform", "test_transform")
+        )
         self.criterion = config["criterion"]
         self.test_criterion = config["test_criterion"]
         self.channels_last = channels_last
@@ -198,6 +204,22 @@ class ClassificationLitModel(pl.LightningModule):
                 f"batch {batch_idx}; the last good checkpoint was kept (lower the learning rate, "
                 "clip gradients or change --amp, then run again to resume from last.ckpt)"
             )
+
+    def on_fit_start(self) -> None:
+        """Declare the ``[x, 1 - x]`` inputs of the data pipeline to the model (and its EMA copy)."""
+        self._declare_inputs_inverse_encoded(self.inputs_inverse_encoded)
+
+    def on_fit_end(self) -> None:
+        """Withdraw the declaration: after fitting, the model may see inputs that are not encoded
+        (Integrated Gradients' path, Quantus perturbations)."""
+        self._declare_inputs_inverse_encoded(False)
+
+    def _declare_inputs_inverse_encoded(self, encoded: bool) -> None:
+        models = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        for model in models:
+            declare = getattr(model, "set_inputs_inverse_encoded", None)
+            if declare is not None:
+                declare(encoded)
 
     def on_train_start(self) -> None:
         """Remember the optimizer step count so EMA updates follow optimizer steps, not batches."""

@@ -89,6 +89,11 @@ def _configs_module_name(dataset: str, base_network: str) -> str:
     return ".".join([ROOT, BASE_EXPERIMENTS_DIRECTORY, dataset, base_network, CONFIGS_MODULE])
 
 
+def get_run_folder_config_function(dataset: str, base_network: str) -> Callable[[Path], dict[str, Any]] | None:
+    """The collection's ``config_of_run_folder`` (configs read from run folders), or None."""
+    return getattr(import_module(_configs_module_name(dataset, base_network)), RUN_FOLDER_CONFIG_FUNCTION, None)
+
+
 def get_config(
     dataset: str, base_network: str, experiment_name: str, run_folder: str | os.PathLike | None = None
 ) -> dict[str, Any]:
@@ -101,7 +106,7 @@ def get_config(
     configs, _ = get_configs_and_model_factory(dataset, base_network)
     if experiment_name in configs:
         return copy.deepcopy(configs[experiment_name])
-    from_run_folder = getattr(import_module(_configs_module_name(dataset, base_network)), RUN_FOLDER_CONFIG_FUNCTION, None)
+    from_run_folder = get_run_folder_config_function(dataset, base_network)
     if from_run_folder is not None:
         if run_folder is None:
             raise ConfigError(

@@ -22,6 +22,7 @@ from bcos.modules.norms._common import (
     groups_to_channels,
     scale_shift,
 )
+from bcos.ops.memory_format import memory_format_of
 
 __all__ = [
     "AllNorm2d",
@@ -171,17 +172,10 @@ class DetachablePositionNorm2d(nn.LayerNorm, DetachableModule):
             )
             # back in the input's layout: a permuted (channels-last) result would change the
             # memory format of every following layer
-            return out.permute(0, 3, 1, 2).contiguous(memory_format=_memory_format_of(input))
+            return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format_of(input))
         var, mean = torch.var_mean(input, dim=1, correction=0, keepdim=True)
         normed = (input - mean) * (var.detach() + self.eps).rsqrt()
         if self.weight is None:
             return normed if self.bias is None else normed + channel_view(self.bias, 4)
         shift = None if self.bias is None else channel_view(self.bias, 4)
         return scale_shift(normed, channel_view(self.weight, 4), shift)
-
-
-def _memory_format_of(t: Tensor) -> torch.memory_format:
-    """``torch.channels_last`` for a (strictly) channels-last 4-d tensor, else the contiguous format."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format

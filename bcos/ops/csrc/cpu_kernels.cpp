@@ -3,9 +3,9 @@
 //
 // Each kernel does in one pass what eager PyTorch does in a chain of element-wise operations, every
 // one of which reads and writes a whole activation. Inputs: contiguous NCHW float32/float64 tensors
-// (the Python side checks and falls back to eager operations otherwise). Work is split over batch
+// (the operators of bcos/ops check and fall back to eager operations otherwise). Work is split over batch
 // items and chunks of positions with at::parallel_for, so torch.set_num_threads applies. The build
-// targets the instruction set PyTorch itself uses on this machine (see bcos/modules/cpu_kernels.py).
+// targets the instruction set PyTorch itself uses on this machine (see bcos/ops/cpu_kernels.py).
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

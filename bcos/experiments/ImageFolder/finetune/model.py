@@ -81,6 +81,7 @@ def get_model(model_config: Mapping[str, Any]) -> nn.Module:
         num_classes=num_classes,
         weights=weights,
     )
+    del model.transform  # the source model's preprocessing; the fine-tuning config has its own
     categories = model_config.get("categories")
     if categories is not None:
         if len(categories) != num_classes:
