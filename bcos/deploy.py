@@ -94,7 +94,7 @@ def _writable(path: str | os.PathLike, overwrite: bool) -> Path:
     if path.is_dir():
         raise InputError(f"{path} is a folder; give the file to write, e.g. {path / 'model.onnx'}")
     if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; choose another file name or pass overwrite=True")
+        raise InputError(f"{path} exists; choose another file name or pass overwrite=True (bcos export --overwrite)")
     if not path.parent.is_dir():
         raise InputError(f"the folder {path.parent} does not exist; create it first")
     return path

@@ -155,3 +155,33 @@ def test_deploy_refuses_training_mode_and_never_replaces_a_file(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         deploy.save_program(program, tmp_path / "missing" / "model.pt2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temporaries left
+
+
+def test_bcos_export_writes_an_onnx_file_and_a_program_that_reproduce_the_model(tmp_path, monkeypatch, capsys):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from bcos.cli.main import main
+    from bcos.models.registry import create_model
+    from helpers_tiny_model import TINY_NAME, register_tiny_model, save_tiny_weights
+
+    register_tiny_model(monkeypatch)
+    weights = save_tiny_weights(tmp_path / "tiny.pth")
+    model = create_model(TINY_NAME, weights=weights).eval()
+    x = _inputs(3, 32)
+    with torch.no_grad():
+        expected = model(x)
+    common = ["export", "--model", TINY_NAME, "--weights", str(weights)]
+    assert main([*common, "--output", str(tmp_path / "tiny.onnx")]) == 0
+    assert "input [N, 6, 32, 32]" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-4)
+    assert main([*common, "--output", str(tmp_path / "tiny.pt2")]) == 0
+    torch.testing.assert_close(torch.export.load(tmp_path / "tiny.pt2").module()(x), expected, rtol=1e-4, atol=1e-5)
+
+    capsys.readouterr()
+    assert main([*common, "--output", str(tmp_path / "tiny.onnx")]) == 2  # never replaces a file unasked
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "exists" in error and "--overwrite" in error
+    assert main([*common, "--output", str(tmp_path / "tiny.onnx"), "--overwrite"]) == 0
+    assert main([*common, "--output", str(tmp_path / "tiny.zip")]) == 2
+    assert "--output must end in .onnx or .pt2" in capsys.readouterr().err

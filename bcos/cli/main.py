@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   bcos train --finetune resnet18 --data-dir my_images/ --epochs 5
   bcos evaluate --dataset CIFAR10 --base_network norm_ablations_final --experiment_name resnet_20_bnu-linear-nomaxout --reload best
   bcos localise --save_path experiments/CIFAR10/norm_ablations_final/resnet_20_bnu-linear-nomaxout --analysis_config 500_3x3
+  bcos export --model resnet50 --output resnet50.onnx   deploy: ONNX (or .pt2), any batch size
 
 'bcos COMMAND --help' shows the options of a command.
 """
@@ -86,6 +87,7 @@ _HELP = {
     "localise": "Localisation analysis (grid pointing game) of a model's explanations.",
     "configs": "List, show and find experiment configs.",
     "models": "The model zoo: accuracy, parameters, weights.",
+    "export": "Export a model for deployment: ONNX or a torch.export program.",
 }
 _ALIASES = {"localise": ["localize"]}
 
@@ -273,6 +275,28 @@ def _run_localise(args: argparse.Namespace) -> int:
     return run_parsed(args)
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    from bcos.cli.export import EXAMPLES as EXPORT_EXAMPLES
+    from bcos.cli.export import get_parser as export_parser
+
+    parser = commands.add_parser(
+        "export",
+        parents=[export_parser(add_help=False)],
+        help=_HELP["export"],
+        description="Export a B-cos model with a dynamic batch size: ONNX (.onnx) or a torch.export program (.pt2).",
+        epilog=EXPORT_EXAMPLES,
+        **_raw(),
+    )
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from bcos.cli.export import run_export
+
+    run_export(args)
+    return 0
+
+
 def _add_configs(commands: argparse._SubParsersAction) -> None:
     from bcos.cli import configs
 
@@ -306,6 +330,7 @@ _ADDERS = {
     "evaluate": _add_evaluate,
     "explain": _add_explain,
     "localise": _add_localise,
+    "export": _add_export,
     "configs": _add_configs,
     "models": _add_models,
 }
