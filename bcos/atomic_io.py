@@ -1,10 +1,18 @@
-"""Atomic file writes: a file is either its old complete version or its new complete version.
+"""The one writer module: atomic files, safe path components, results folders marked until complete.
 
-Everything written into a run folder (checkpoints, metrics files, the resolved config, explanation
-pictures) goes through :func:`atomic_open`: a temporary sibling ``.<name>.<random>.tmp`` is
-written, flushed, synced and then renamed over the target with ``os.replace``. A process killed
-half-way leaves only that hidden ``.tmp`` file, which no reader mistakes for data and which
-:func:`remove_stale_temporaries` deletes when the next training takes the run folder.
+Every file the project writes (checkpoints, metrics, the resolved config, explanation pictures,
+``report.html``, ``predictions.json``, the localisation results and caches, exported programs)
+goes through :func:`atomic_open`: a temporary sibling ``.<name>.<random>.tmp`` is written,
+flushed, synced and then renamed over the target with ``os.replace``. A file is therefore either
+its old complete version or its new complete version. A writer that fails removes its temporary;
+a process killed half-way leaves only that hidden ``.tmp`` file, which no reader mistakes for data
+and which :func:`remove_stale_temporaries` deletes when the next training takes the run folder.
+A write that fails for a reason the user can fix (disk full, read-only or unwritable folder)
+raises :class:`~bcos.errors.OutputError` with one line naming the file and the fix.
+
+:func:`safe_path_component` reduces any value (an option value, a file or model name) to a name
+that cannot leave its folder, and :func:`results_folder` marks a folder ``INCOMPLETE`` until all
+of its files are written.
 
 New files get the usual permissions (``0o666`` minus the umask), as a plain ``open`` would give
 them, so checkpoints stay readable by the group on shared clusters.
@@ -13,15 +21,52 @@ them, so checkpoints stay readable by the group on shared clusters.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TEMPORARY_SUFFIX", "atomic_open", "atomic_write_text", "is_temporary", "remove_stale_temporaries"]
+from bcos.errors import OutputError
+
+__all__ = [
+    "INCOMPLETE_MARKER",
+    "TEMPORARY_SUFFIX",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "is_temporary",
+    "output_error",
+    "remove_stale_temporaries",
+    "results_folder",
+    "safe_path_component",
+]
 
 TEMPORARY_SUFFIX = ".tmp"
+#: the file that marks a results folder whose writer has not finished (see :func:`results_folder`)
+INCOMPLETE_MARKER = "INCOMPLETE"
+_INCOMPLETE_TEXT = "bcos: the results in this folder are incomplete (the command writing them failed or was stopped); run it again\n"
+
+# failures of a write that the user can fix, and how
+_FIXES = {
+    errno.ENOSPC: "free disk space or choose another output folder",
+    errno.EDQUOT: "free space within your disk quota or choose another output folder",
+    errno.EROFS: "the file system is read-only; choose another output folder",
+    errno.EACCES: "make the folder writable or choose another output folder",
+    errno.EPERM: "make the folder writable or choose another output folder",
+}
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OSError:
+    """``error`` as a one-line :class:`OutputError` when the user can fix it, else ``error`` itself."""
+    if isinstance(error, OutputError) or error.errno not in _FIXES:
+        return error
+    reason = error.strerror or os.strerror(error.errno)
+    message = f"cannot write '{path}': {reason.lower()}; {_FIXES[error.errno]} (an earlier version of the file, if any, is kept)"
+    return OutputError(message, error.errno)
 
 
 def is_temporary(path: str | os.PathLike) -> bool:
@@ -47,18 +92,29 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open only writes ('w' or 'wb'), got mode {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = _create_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = _create_temporary(path)
+    except OSError as error:
+        raise output_error(path, error) from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and output_error(path, error) is not error:
+            raise output_error(path, error) from None
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -84,3 +140,42 @@ def remove_stale_temporaries(*folders: str | os.PathLike) -> list[Path]:
                     candidate.unlink()
                     removed.append(candidate)
     return removed
+
+
+def safe_path_component(value: object, max_length: int = 80) -> str:
+    """``value`` as one file or folder name that cannot leave its folder or hide.
+
+    Characters other than letters, digits and ``. _ = , + -`` become ``_``, leading dots are
+    dropped (no ``..``, no hidden names) and an empty result becomes ``_``. When anything had to
+    change, or the name is longer than ``max_length``, a short hash of the original value is
+    appended, so two different values never share a name (``a/b`` and ``a_b`` stay apart).
+    """
+    text = str(value)
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text).lstrip(".") or "_"
+    if name == text and len(name) <= max_length:
+        return name
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{name[: max(1, max_length - 9)]}-{digest}"
+
+
+@contextlib.contextmanager
+def results_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Create ``folder`` and mark it ``INCOMPLETE`` until the ``with`` block has written everything.
+
+    The marker file is removed only when the block ends without an error; a failure or a kill
+    leaves it, so nobody takes a folder mixing old and new results for a finished one.
+    """
+    folder = Path(folder)
+    marker = folder / INCOMPLETE_MARKER
+    if marker.exists() and not _is_our_marker(marker):
+        raise OutputError(f"'{marker}' exists and was not written by bcos; move it away or choose another output folder", errno.EEXIST)
+    atomic_write_text(marker, _INCOMPLETE_TEXT)
+    yield folder
+    marker.unlink()
+
+
+def _is_our_marker(path: Path) -> bool:
+    try:
+        return path.is_file() and path.read_text(errors="replace") == _INCOMPLETE_TEXT
+    except OSError:
+        return False

@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "InputError",
     "UnknownArgumentError",
+    "OutputError",
     "closest_match",
     "unknown_name",
 ]
@@ -49,6 +50,14 @@ class InputError(BcosError, ValueError):
 
 class UnknownArgumentError(BcosError, TypeError):
     """A keyword argument a builder or layer does not take (a ``TypeError``, as Python raises)."""
+
+
+class OutputError(BcosError, OSError):
+    """A file could not be written (disk full, read-only or unwritable folder) or would replace a user's file."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)  # one argument: str() is the message alone, without "[Errno N]"
+        self.errno = errno
 
 
 # typos that look alike: O/0, l/1, I/1, and - / _ / space

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,6 +41,7 @@ from bcos.explain.localisation import (
     ranking_from_plain,
     ranking_to_plain,
     smooth_attributions,
+    weights_identity,
 )
 from bcos.models.registry import EvalTransformSpec
 from bcos.modules import BinaryCrossEntropyLoss, norms
@@ -293,22 +296,35 @@ def _analyse(run: Path, *extra: str, grids: int = 2) -> int:
     return localisation_main([*argv, "--sample_size", str(grids), "--batch_size", "18", "--device", "cpu", *extra])
 
 
-def out_dir(run: Path, explainer: str, smooth: int = 1, config: str = "default") -> Path:
-    return run / "localisation_analysis" / EPOCH_DIR / "500_3x3_noconfthresh" / explainer / f"smooth-{smooth}" / config
+def _trained_model(run: Path) -> torch.nn.Module:
+    state = torch.load(run / "last.ckpt", weights_only=True)["state_dict"]
+    model = _get_model(_tiny_digits_config()["model"])
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model
+
+
+def checkpoint_dir(run: Path) -> Path:
+    """``<run>/localisation_analysis/epoch_<E>-<weights sha256 prefix>`` of the run's last checkpoint."""
+    return run / "localisation_analysis" / f"{EPOCH_DIR}-{weights_identity(_trained_model(run))[:10]}"
+
+
+def out_dir(run: Path, explainer: str, smooth: int = 1, config: str = "default", grids: int = 2) -> Path:
+    analysis = f"500_3x3_noconfthresh+sample_size={grids}"
+    return checkpoint_dir(run) / analysis / explainer / f"smooth-{smooth}" / config
 
 
 def test_localisation_command_end_to_end(trained_run, capsys):
     assert _analyse(trained_run, grids=6) == 0
     output = capsys.readouterr().out
     assert "Calculating confidences" in output
-    summary = json.loads((out_dir(trained_run, "Ours") / "summary.json").read_text())
+    summary = json.loads((out_dir(trained_run, "Ours", grids=6) / "summary.json").read_text())
     grids = summary["grids"]
     assert 4 <= grids <= 6 and summary["requested_grids"] == 6
     assert f"localisation score over {9 * grids} targets" in output
 
     epoch_dirs = [p.name for p in (trained_run / "localisation_analysis").iterdir()]
-    assert epoch_dirs == [EPOCH_DIR]
-    out = out_dir(trained_run, "Ours")
+    assert epoch_dirs == [checkpoint_dir(trained_run).name] and epoch_dirs[0].startswith(f"{EPOCH_DIR}-")
+    out = out_dir(trained_run, "Ours", grids=6)
     scores = np.loadtxt(out / "localisation_metric.np")
     assert scores.shape == (9 * grids,) and ((0 <= scores) & (scores <= 1)).all()
     assert summary["count"] == 9 * grids
@@ -318,7 +334,7 @@ def test_localisation_command_end_to_end(trained_run, capsys):
     log = (out / "config.log").read_text()
     assert re.search(r"^explainer_name: Ours$", log, re.M) and re.search(r"^grid_size: 3$", log, re.M)
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    confidences = json.loads((trained_run / "localisation_analysis" / EPOCH_DIR / "confidences.json").read_text())
+    confidences = json.loads((checkpoint_dir(trained_run) / "confidences.json").read_text())
     assert confidences["dataset_size"] == 360 and set(confidences["ranking"]) == {str(c) for c in range(10)}
 
     # the second run re-uses the cached confidences, and gets the same grids and scores
@@ -340,7 +356,7 @@ def test_run_localisation_is_a_library_function(trained_run, capsys):
     result = run_localisation(options)
     assert capsys.readouterr().out == ""  # progress goes to the given log, nothing is printed
     assert any(line.startswith("Localisation analysis 500_2x2_noconfthresh") for line in lines)
-    expected = trained_run / "localisation_analysis" / EPOCH_DIR / "500_2x2_noconfthresh" / "IxG" / "smooth-1" / "default"
+    expected = checkpoint_dir(trained_run) / "500_2x2_noconfthresh+sample_size=2" / "IxG" / "smooth-1" / "default"
     assert result.output_dir == expected and result.grids == 2 and result.config.grid_size == 2
     assert result.scores.shape == (2, 4)
     assert result.summary.count == 8 and result.summary.mean == pytest.approx(float(result.scores.mean()))
@@ -364,7 +380,7 @@ def test_localisation_other_explainers_and_options(trained_run):
 def test_localisation_rescale_config_shrinks_the_images(trained_run):
     argv = ["--save_path", str(trained_run), "--analysis_config", "250_2x2_rescale_noconfthresh", "--smooth", "1"]
     assert localisation_main([*argv, "--sample_size", "2", "--device", "cpu"]) == 0
-    out = trained_run / "localisation_analysis" / EPOCH_DIR / "250_2x2_rescale_noconfthresh" / "Ours" / "smooth-1" / "default"
+    out = checkpoint_dir(trained_run) / "250_2x2_rescale_noconfthresh+sample_size=2" / "Ours" / "smooth-1" / "default"
     assert json.loads((out / "summary.json").read_text())["count"] == 8
     assert "do_rescale: True" in (out / "config.log").read_text()
 
@@ -411,7 +427,8 @@ def test_localisation_of_registry_weights_writes_to_the_output_dir(trained_run, 
     argv = ["--model", "resnet18", "--weights", str(weights), "--dataset", "Digits", "--output_dir", str(out_dir)]
     argv += ["--analysis_config", "500_3x3_noconfthresh"]
     assert localisation_main([*argv, "--smooth", "1", "--sample_size", "2", "--device", "cpu"]) == 0
-    summary = out_dir / "localisation_analysis" / "weights-tiny" / "500_3x3_noconfthresh" / "Ours" / "smooth-1" / "default" / "summary.json"
+    label = f"weights-tiny-{weights_identity(trained)[:10]}"
+    summary = out_dir / "localisation_analysis" / label / "500_3x3_noconfthresh+sample_size=2" / "Ours" / "smooth-1" / "default" / "summary.json"
     assert json.loads(summary.read_text())["count"] == 18
 
 
@@ -420,5 +437,76 @@ def test_submitit_launcher_runs_every_combination(trained_run, tmp_path):
     argv += ["--sample_size", "1", "--device", "cpu", "--timeout_min", "5", "--cluster", "debug"]
     assert submit_main([*argv, "--log_folder", str(tmp_path / "logs")]) == 0
     for smooth in (1, 3):
-        out = trained_run / "localisation_analysis" / EPOCH_DIR / "500_2x2_noconfthresh" / "Ours" / f"smooth-{smooth}" / "default"
+        out = checkpoint_dir(trained_run) / "500_2x2_noconfthresh+sample_size=1" / "Ours" / f"smooth-{smooth}" / "default"
         assert json.loads((out / "summary.json").read_text())["count"] == 4
+
+
+# ------------------------------------------------------------------------------------ results never replace others
+def test_results_are_keyed_by_weights_sample_size_and_options_and_stay_inside(trained_run, tmp_path, capsys):
+    """Other weights of the same epoch, another sample size, or an option value that looks like a path
+    never replace a run's results or write outside its folder (issue 13)."""
+    run = tmp_path / "experiments" / "Digits" / COLLECTION / EXPERIMENT
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("localisation_analysis"))
+    assert _analyse(run, grids=1) == 0
+    own = out_dir(run, "Ours", grids=1)
+    own_files = {p.name: p.read_bytes() for p in own.iterdir()}
+    assert sorted(own_files) == ["config.log", "localisation_metric.np", "scores.png", "summary.json"]
+
+    # a checkpoint of another run at the same epoch: own folder, own confidences, the run's results untouched
+    checkpoint = torch.load(run / "last.ckpt", weights_only=True)
+    first = next(v for v in checkpoint["state_dict"].values() if v.is_floating_point() and v.numel() > 1)
+    first.view(-1)[0] += 1e-3  # other weights, the same predictions
+    other = tmp_path / "other" / "last.ckpt"
+    other.parent.mkdir()
+    torch.save(checkpoint, other)
+    capsys.readouterr()
+    assert _analyse(run, "--weights", str(other), grids=1) == 0
+    assert "Calculating confidences" in capsys.readouterr().out  # not the run's cached ones
+    folders = sorted(p.name for p in (run / "localisation_analysis").iterdir())
+    assert len(folders) == 2 and all(name.startswith(f"{EPOCH_DIR}-") for name in folders)
+    other_dir = next(run / "localisation_analysis" / name for name in folders if name != checkpoint_dir(run).name)
+    cached = json.loads((other_dir / "confidences.json").read_text())
+    assert cached["weights_sha256"] != json.loads((checkpoint_dir(run) / "confidences.json").read_text())["weights_sha256"]
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == own_files
+
+    # a smaller sample size gets its own folder
+    assert _analyse(run, grids=2) == 0
+    assert out_dir(run, "Ours", grids=2).is_dir() and {p.name: p.read_bytes() for p in own.iterdir()} == own_files
+
+    # an option value with '/' and '..' is reduced to one safe folder name inside the run folder
+    outside = tmp_path / "outside"
+    value = f"/../../..{outside}"
+    assert _analyse(run, "--explainer_name", "RISE", "--explainer_option", "n=8", "--explainer_option", f"cache_dir={value}", grids=1) == 0
+    assert not any(p.name in own_files for p in outside.rglob("*"))  # RISE may cache its masks there, nothing else
+    (written,) = [p.parent for p in run.rglob("summary.json") if "RISE" in p.parts]
+    assert written.parents[3] == checkpoint_dir(run)
+    assert written.name.startswith("default+cache_dir=_.._.._.._") and "/" not in written.name
+
+
+def test_a_failed_write_leaves_the_results_marked_incomplete(trained_run, tmp_path, monkeypatch, capsys):
+    """Disk full while writing the results (a failing writer): one line, exit 2, INCOMPLETE marker, no temporaries."""
+    import errno
+
+    import bcos.atomic_io as atomic_io
+    from bcos.cli.errors import run_cli
+
+    run = tmp_path / "experiments" / "Digits" / COLLECTION / EXPERIMENT
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("localisation_analysis"))
+    real_fsync = os.fsync
+
+    def disk_full_for_results(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "summary.json" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic_io.os, "fsync", disk_full_for_results)
+    argv = ["--save_path", str(run), "--analysis_config", "500_3x3_noconfthresh", "--smooth", "1", "--sample_size", "1", "--device", "cpu"]
+    assert run_cli(localisation_main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot write") and "no space left on device" in err and len(err.splitlines()) == 1
+    out = out_dir(run, "Ours", grids=1)
+    assert (out / "INCOMPLETE").is_file() and not (out / "summary.json").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(atomic_io.os, "fsync", real_fsync)
+    assert run_cli(localisation_main, argv) == 0  # the next run completes the folder and removes the marker
+    assert sorted(p.name for p in out.iterdir()) == ["config.log", "localisation_metric.np", "scores.png", "summary.json"]

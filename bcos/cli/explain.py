@@ -12,11 +12,16 @@ For every image it writes ``<output>/<image name>.png`` (input | explanation | c
 one row per explained class), and for all of them ``<output>/report.html`` (a single file with
 every picture embedded) and ``<output>/predictions.json``. Images are resized and center-cropped
 with the model's evaluation transform, and batched.
+
+Outputs never replace inputs or files that ``bcos explain`` did not write itself (the command
+stops before loading the model and names the file); every file is written atomically, and the
+output folder holds an ``INCOMPLETE`` marker until all of them are written.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
 import warnings
@@ -28,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bcos.errors import ConfigError, DataNotFoundError, InputError, unknown_name
+from bcos.atomic_io import atomic_write_text, results_folder
+from bcos.errors import ConfigError, DataNotFoundError, InputError, OutputError, unknown_name
 
 __all__ = ["get_parser", "collect_images", "load_for_explanation", "run_explain", "main", "EXAMPLES", "IMAGE_SUFFIXES"]
 
@@ -121,6 +127,35 @@ def _output_names(names: Sequence[str]) -> list[str]:
         taken.add(candidate)
         result.append(candidate)
     return result
+
+
+def _is_our_predictions_file(path: Path) -> bool:
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(records, list) and all(isinstance(r, dict) and {"image", "png"} <= r.keys() for r in records)
+
+
+def _check_outputs(output: Path, images: Sequence[tuple[Path, str]], targets: Sequence[Path]) -> None:
+    """Refuse (before anything is loaded) outputs that would replace an input or a file we did not write."""
+    from bcos.explain.report import written_by_report
+
+    inputs = {path.resolve(): path for path, _ in images}
+    for target in targets:
+        if target.resolve() in inputs:
+            raise OutputError(
+                f"the output '{target}' would replace the input image '{inputs[target.resolve()]}'; pass another --output DIR",
+                errno.EEXIST,
+            )
+        if not target.exists() and not target.is_symlink():
+            continue
+        ours = _is_our_predictions_file(target) if target.name == PREDICTIONS_FILENAME else written_by_report(target)
+        if not ours or not target.is_file():
+            raise OutputError(
+                f"'{target}' exists and was not written by bcos explain; move it away or pass another --output DIR",
+                errno.EEXIST,
+            )
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -255,7 +290,7 @@ def _batches(images: Sequence[tuple[Path, str]], transform: Callable, batch_size
         try:
             with Image.open(path) as image:
                 tensor = transform(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
             warnings.warn(f"skipping {path}: not a readable image ({error})", stacklevel=2)
             yield None, [name]
             continue
@@ -269,8 +304,6 @@ def _batches(images: Sequence[tuple[Path, str]], transform: Callable, batch_size
 
 def run_explain(args: argparse.Namespace) -> dict[str, Any]:
     """Explain the images ``args`` names; returns ``{"report", "pngs", "predictions", "skipped"}``."""
-    from bcos.explain.report import explain_images, render_png, write_html_report
-
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
@@ -278,16 +311,33 @@ def run_explain(args: argparse.Namespace) -> dict[str, Any]:
     if args.smooth < 0:
         raise ConfigError(f"--smooth must be >= 0, got {args.smooth}")
     images = collect_images(args.images)
+    file_names = dict(zip([name for _, name in images], _output_names([name for _, name in images])))
+    output: Path = args.output
+    targets = [output / name for name in file_names.values()] + [output / PREDICTIONS_FILENAME]
+    _check_outputs(output, images, targets + ([output / REPORT_FILENAME] if args.report else []))
     device = _device(args.device)
     loaded = load_for_explanation(args)
     model = loaded.model.to(device)
-    file_names = dict(zip([name for _, name in images], _output_names([name for _, name in images])))
 
-    output: Path = args.output
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create the output folder '{output}' ({error.strerror or error}); pass a writable --output DIR") from None
+    with results_folder(output):
+        return _explain_into(args, output, images, file_names, loaded, model, device)
+
+
+def _explain_into(
+    args: argparse.Namespace,
+    output: Path,
+    images: Sequence[tuple[Path, str]],
+    file_names: dict[str, str],
+    loaded: LoadedModel,
+    model: nn.Module,
+    device: torch.device,
+) -> dict[str, Any]:
+    from bcos.explain.report import explain_images, render_png, write_html_report
+
     items, pngs, records, skipped = [], [], [], []
     target_index = None
     bar = _progress(len(images), args.progress and len(images) > 1)
@@ -321,7 +371,7 @@ def run_explain(args: argparse.Namespace) -> dict[str, Any]:
     if not items:
         raise DataNotFoundError("none of the images could be read; check the files")
 
-    (output / PREDICTIONS_FILENAME).write_text(json.dumps(records, indent=2) + "\n")
+    atomic_write_text(output / PREDICTIONS_FILENAME, json.dumps(records, indent=2) + "\n")
     report = None
     if args.report:
         details = dict(loaded.details)

@@ -22,6 +22,7 @@ import datetime
 import html
 import io
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
+from bcos.atomic_io import atomic_write_bytes, atomic_write_text
 from bcos.errors import InputError
 from bcos.explanation.contributions import explain, find_logit_layer
 from bcos.explanation.visualize import plot_contribution_map
@@ -40,8 +42,13 @@ __all__ = [
     "explain_images",
     "render_png",
     "write_html_report",
+    "written_by_report",
+    "GENERATOR",
     "HOW_TO_READ",
 ]
+
+#: the name every PNG (its ``Software`` text chunk) and HTML report (its ``generator`` meta tag) carries
+GENERATOR = "bcos explain"
 
 #: the legend printed in every report (the most asked question about B-cos explanations)
 HOW_TO_READ = (
@@ -250,12 +257,10 @@ def render_png(item: ExplainedImage, path: str | os.PathLike | None = None, pane
             ax.set_yticks([])
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", metadata={"Software": GENERATOR})
     data = buffer.getvalue()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        atomic_write_bytes(path, data)
     return data
 
 
@@ -330,14 +335,34 @@ def write_html_report(
     document = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<meta name='generator' content='{GENERATOR}'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><table class='meta'>{meta}</table>"
         f"<div class='legend'><b>How to read this.</b> {html.escape(HOW_TO_READ)}</div>"
         f"<div class='gallery'>{cards}</div></body></html>\n"
     )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(document, encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_text(path, document)
     return path
+
+
+def written_by_report(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a PNG or HTML report that :func:`render_png` / :func:`write_html_report` wrote.
+
+    Commands that write into a user's folder replace only such files (never a user's picture).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return image.info.get("Software") == GENERATOR
+        except Exception:  # noqa: BLE001 - an unreadable picture is not ours
+            return False
+    return re.search(rb"<meta name='generator' content='" + GENERATOR.encode() + rb"'>", head) is not None

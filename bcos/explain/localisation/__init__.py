@@ -16,6 +16,7 @@ from bcos.explain.localisation.analysis import (
     LocalisationResult,
     load_subject,
     run_localisation,
+    weights_identity,
 )
 from bcos.explain.localisation.pointing_game import (
     LOCALISATION_CONFIGS,
@@ -43,6 +44,7 @@ __all__ = [
     "LocalisationResult",
     "load_subject",
     "run_localisation",
+    "weights_identity",
     "LOCALISATION_CONFIGS",
     "ConfidenceRanking",
     "LocalisationConfig",

@@ -11,15 +11,23 @@
 The model is a training run (``save_path``, with ``reload``/``ema`` or ``weights``) or a registry
 model (``model``, with its published or local ``weights``). Results go to
 ``<run>/localisation_analysis/<checkpoint>/<config>/<explainer>/smooth-<s>/<explainer_config>/``
-(``<checkpoint>`` is ``epoch_<E>``, ``epoch_<E>_ema``, ``pretrained`` or ``weights-<file stem>``;
-for a registry model the run folder is ``output_dir``, default ``experiments/pretrained/<name>``):
+(for a registry model the run folder is ``output_dir``, default ``experiments/pretrained/<name>``):
 ``localisation_metric.np`` (every score, ``np.savetxt``), ``summary.json``, ``config.log`` and
-``scores.png``. The confidence ranking is cached per checkpoint as
-``<run>/localisation_analysis/<checkpoint>/confidences.json``. Every file is written atomically.
+``scores.png``. Every folder name is keyed by what changes the numbers, so an analysis never
+replaces another one's results: ``<checkpoint>`` is ``epoch_<E>``, ``epoch_<E>_ema``,
+``pretrained`` or ``weights-<file stem>`` followed by ``-<sha256 prefix of the weights>`` (two
+checkpoints of one epoch stay apart); ``<config>`` gets ``+sample_size=<N>`` when the sample size
+is not the config's own; ``<explainer_config>`` gets ``+<option>=<value>,...`` for the explainer
+options. Option values and file names are reduced to safe names
+(:func:`bcos.atomic_io.safe_path_component`), so none can lead outside the run folder. The
+confidence ranking is cached per checkpoint as ``<run>/localisation_analysis/<checkpoint>/confidences.json``
+and used only for the same weights and data. Every file is written atomically, and a results
+folder holds an ``INCOMPLETE`` marker until all four files are written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -33,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bcos.atomic_io import atomic_open, atomic_write_text
+from bcos.atomic_io import atomic_open, atomic_write_text, results_folder, safe_path_component
 from bcos.errors import ConfigError, InputError
 from bcos.explain.localisation.pointing_game import (
     ConfidenceRanking,
@@ -57,6 +65,7 @@ __all__ = [
     "LoadedSubject",
     "load_subject",
     "run_localisation",
+    "weights_identity",
 ]
 
 CONFIDENCES_FILENAME = "confidences.json"
@@ -130,6 +139,7 @@ class LoadedSubject:
     dataset: str
     data_config: dict[str, Any]
     description: str
+    weights_sha256: str = ""
 
 
 def _checkpoint_label_of_file(path: Path, ema: bool) -> str:
@@ -138,7 +148,24 @@ def _checkpoint_label_of_file(path: Path, ema: bool) -> str:
     epoch = load_checkpoint_file(path).get("epoch")
     if isinstance(epoch, int):
         return f"epoch_{epoch + 1}" + ("_ema" if ema else "")
-    return f"weights-{Path(path).stem}"
+    return safe_path_component(f"weights-{Path(path).stem}")
+
+
+def weights_identity(model: torch.nn.Module) -> str:
+    """The sha256 of ``model``'s state (names, dtypes, shapes and values): equal only for equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _keyed_by_weights(subject: LoadedSubject) -> LoadedSubject:
+    """The subject with its checkpoint label followed by the short weights identity."""
+    subject.weights_sha256 = weights_identity(subject.model)
+    subject.checkpoint_label = f"{subject.checkpoint_label}-{subject.weights_sha256[:10]}"
+    return subject
 
 
 def load_subject(options: LocalisationOptions) -> LoadedSubject:
@@ -146,7 +173,7 @@ def load_subject(options: LocalisationOptions) -> LoadedSubject:
     if (options.save_path is None) == (options.model is None):
         raise ConfigError("pass either --save_path RUN_FOLDER or --model NAME")
     if options.model is not None:
-        return _load_registry_model(options)
+        return _keyed_by_weights(_load_registry_model(options))
 
     from bcos.experiments.utils.experiment import Experiment
 
@@ -168,14 +195,14 @@ def load_subject(options: LocalisationOptions) -> LoadedSubject:
         else:
             label = "pretrained"
         description = f"{experiment!r} reload={options.reload} ema={options.ema}"
-    return LoadedSubject(
+    return _keyed_by_weights(LoadedSubject(
         model=model,
         base_dir=save_path,
         checkpoint_label=label,
         dataset=experiment.dataset,
         data_config=dict(experiment.config["data"]),
         description=description,
-    )
+    ))
 
 
 def _load_registry_model(options: LocalisationOptions) -> LoadedSubject:
@@ -221,7 +248,7 @@ def _eval_datamodule(subject: LoadedSubject, options: LocalisationOptions, resca
 def _load_or_rank(
     subject: LoadedSubject, datamodule: Any, device: torch.device, force: bool, log: Callable[[str], None]
 ) -> ConfidenceRanking:
-    """The confidence ranking of the subject's checkpoint: from its cache when it fits the data, else computed."""
+    """The confidence ranking of the subject's weights: from its cache when it fits weights and data, else computed."""
     path = subject.base_dir / "localisation_analysis" / subject.checkpoint_label / CONFIDENCES_FILENAME
     dataset_size = len(datamodule.eval_dataset)
     if path.is_file() and not force:
@@ -231,13 +258,14 @@ def _load_or_rank(
             content = None
         fits = (
             isinstance(content, dict)
+            and content.get("weights_sha256") == subject.weights_sha256
             and content.get("dataset_size") == dataset_size
             and content.get("num_classes") == datamodule.num_classes
         )
         if fits:
             log(f"Loading stored confidences from '{path}'")
             return ranking_from_plain(content["ranking"])
-        log(f"Stored confidences in '{path}' do not match the data; recalculating")
+        log(f"Stored confidences in '{path}' do not match the weights or the data; recalculating")
     else:
         log("Calculating confidences" + (" (forced)" if force and path.is_file() else ""))
     ranking = rank_by_confidence(subject.model, datamodule.test_dataloader(), datamodule.num_classes, device=device)
@@ -246,6 +274,7 @@ def _load_or_rank(
         "dataset_size": dataset_size,
         "num_classes": datamodule.num_classes,
         "checkpoint": subject.checkpoint_label,
+        "weights_sha256": subject.weights_sha256,
         "ranking": ranking_to_plain(ranking),
     }
     atomic_write_text(path, json.dumps(content))
@@ -278,9 +307,10 @@ def _device(name: str | None) -> torch.device:
 
 
 def _folder_name_of_config(config_name: str, options: Mapping[str, Any]) -> str:
+    """One safe folder name for a named configuration and its overridden options."""
     if not options:
-        return config_name
-    return config_name + "+" + ",".join(f"{k}={options[k]}" for k in sorted(options))
+        return safe_path_component(config_name)
+    return safe_path_component(config_name + "+" + ",".join(f"{k}={options[k]}" for k in sorted(options)), max_length=120)
 
 
 def _check(options: LocalisationOptions) -> tuple[LocalisationConfig, int]:
@@ -382,8 +412,8 @@ def run_localisation(options: LocalisationOptions) -> LocalisationResult:
         subject.base_dir
         / "localisation_analysis"
         / subject.checkpoint_label
-        / config.name
-        / options.explainer_name
+        / _folder_name_of_config(config.name, {} if sample_size == config.sample_size else {"sample_size": sample_size})
+        / safe_path_component(options.explainer_name)
         / f"smooth-{options.smooth}"
         / _folder_name_of_config(options.explainer_config, extra_options)
     )
@@ -394,6 +424,7 @@ def run_localisation(options: LocalisationOptions) -> LocalisationResult:
         "explainer_options": {k: repr(v) for k, v in extra_options.items()},
         "smooth": options.smooth,
         "checkpoint": subject.checkpoint_label,
+        "weights_sha256": subject.weights_sha256,
         "grids": len(blocks),
         "requested_grids": sample_size,
         **summary.to_dict(),
@@ -411,12 +442,14 @@ def run_localisation(options: LocalisationOptions) -> LocalisationResult:
         "smooth": options.smooth,
         "batch_size": options.batch_size,
         "checkpoint": subject.checkpoint_label,
+        "weights_sha256": subject.weights_sha256,
         "device": str(device),
         "grids": len(blocks),
         "git_commit": _git_commit(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     title = f"{options.explainer_name} on {subject.dataset} {config.name} (smooth {options.smooth})"
-    _write_results(out, scores, summary, record, config_lines, title)
+    with results_folder(out):
+        _write_results(out, scores, summary, record, config_lines, title)
     return LocalisationResult(summary=summary, scores=scores, output_dir=out, config=config, grids=len(blocks))
 

@@ -1,0 +1,192 @@
+"""Issue 13: outputs never replace inputs or user files, every write is atomic, faults end in one line.
+
+Disk-full cases use a failing writer (``os.fsync`` patched to raise ``ENOSPC`` for chosen files)
+instead of a small tmpfs, which needs privileges the test machines do not have; read-only folders
+are simulated the same way (``EROFS``/``EACCES``), since ``chmod`` does not stop root.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_tiny_model import TINY_NAME, register_tiny_model, save_tiny_weights
+from PIL import Image
+
+import bcos.atomic_io as atomic_io
+from bcos.atomic_io import INCOMPLETE_MARKER, atomic_open, atomic_write_text, results_folder, safe_path_component
+from bcos.cli.main import main as bcos_main
+from bcos.errors import OutputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fail_fsync_for(monkeypatch, predicate, code: int = errno.ENOSPC) -> None:
+    """Make ``os.fsync`` inside the writer module fail with ``code`` for temporaries whose target name passes ``predicate``."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if name.endswith(".tmp") and predicate(Path(name).name):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic_io.os, "fsync", fsync)
+
+
+# ------------------------------------------------------------------------------------ the writer module
+@pytest.mark.parametrize(
+    "value",
+    ["/../../../tmp/x", "..", ".hidden", "", "a/b", "a\\b", "x" * 300, "n=32", "default+cache_dir=,n=8", "ü\x00;rm -rf"],
+)
+def test_safe_path_component_stays_in_its_folder(value, tmp_path):
+    name = safe_path_component(value)
+    assert name and "/" not in name and "\x00" not in name and not name.startswith(".") and len(name) <= 80
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+    if value in ("n=32", "default+cache_dir=,n=8"):
+        assert name == value  # already safe names are kept as they are
+
+
+def test_safe_path_component_keeps_different_values_apart():
+    values = ["a/b", "a_b", "a\\b", "a b", "x" * 300, "x" * 301]
+    assert len({safe_path_component(v) for v in values}) == len(values)
+
+
+@pytest.mark.parametrize(("code", "fix"), [(errno.ENOSPC, "free disk space"), (errno.EROFS, "read-only"), (errno.EACCES, "writable")])
+def test_a_failed_write_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, code, fix):
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "old")
+    _fail_fsync_for(monkeypatch, lambda name: True, code)
+    with pytest.raises(OutputError) as caught:
+        atomic_write_text(target, "new " * 1000)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write '{target}'") and fix in message and "\n" not in message
+    assert caught.value.errno == code and isinstance(caught.value, OSError)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # the temporary is removed
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(atomic_io.os, "open", refuse)
+    with pytest.raises(OutputError, match="permission denied; make the folder writable"):
+        atomic_write_text(tmp_path / "cache" / "confidences.json", "{}")
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file_and_one_hidden_temporary(tmp_path):
+    target = tmp_path / "report.html"
+    target.write_text("old complete report")
+    code = (
+        "import os, signal, sys\n"
+        "from bcos.atomic_io import atomic_open\n"
+        "with atomic_open(sys.argv[1], 'wb') as handle:\n"
+        "    handle.write(b'<html>' * 100000); handle.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(target)], cwd=REPO, timeout=120)
+    assert result.returncode == -signal.SIGKILL
+    assert target.read_text() == "old complete report"
+    (temporary,) = [p for p in tmp_path.iterdir() if p != target]
+    assert atomic_io.is_temporary(temporary) and temporary.stat().st_size == 600000
+    assert atomic_io.remove_stale_temporaries(tmp_path) == [temporary]
+
+
+def test_results_folder_is_marked_incomplete_until_its_block_ends(tmp_path):
+    folder = tmp_path / "results"
+    with results_folder(folder):
+        assert (folder / INCOMPLETE_MARKER).is_file()
+        atomic_write_text(folder / "a.json", "{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.json"]
+    with pytest.raises(RuntimeError), results_folder(folder):
+        raise RuntimeError("stopped half-way")
+    assert "incomplete" in (folder / INCOMPLETE_MARKER).read_text()
+    with results_folder(folder):  # a later complete run removes the marker
+        pass
+    assert not (folder / INCOMPLETE_MARKER).exists()
+    (folder / INCOMPLETE_MARKER).write_text("a user's own file")
+    with pytest.raises(OutputError, match="was not written by bcos"), results_folder(folder):
+        pass
+    assert (folder / INCOMPLETE_MARKER).read_text() == "a user's own file"
+
+
+def test_with_a_failing_writer_atomic_open_raises_the_original_error_for_bugs(tmp_path):
+    with pytest.raises(ValueError), atomic_open(tmp_path / "x", "wb"):
+        raise ValueError("a bug, not a disk problem")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ bcos explain
+@pytest.fixture
+def tiny_weights(monkeypatch, tmp_path):
+    register_tiny_model(monkeypatch)
+    return save_tiny_weights(tmp_path / "tiny.pth")
+
+
+def _photo(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, size=(40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _explain(*argv: str, weights: Path) -> int:
+    return bcos_main(["explain", *argv, "--model", TINY_NAME, "--weights", str(weights), "--no-progress", "--device", "cpu"])
+
+
+def test_explain_never_replaces_its_inputs(tiny_weights, tmp_path, monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    cat, dog = _photo(photos / "cat.png", 0), _photo(photos / "dog.png", 1)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    monkeypatch.chdir(photos)
+    assert _explain("cat.png", "--output", ".", weights=tiny_weights) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: the output 'cat.png' would replace the input image 'cat.png'; pass another --output DIR"
+    assert _explain(".", "--output", ".", weights=tiny_weights) == 2
+    assert "would replace the input image" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before  # nothing written, nothing replaced
+    assert cat.is_file() and dog.is_file()
+
+
+def test_explain_never_replaces_a_users_file_but_updates_its_own(tiny_weights, tmp_path, capsys):
+    image = _photo(tmp_path / "in" / "cat.jpg")
+    out = tmp_path / "out"
+    users = _photo(out / "cat.png", seed=5)
+    mine = users.read_bytes()
+    assert _explain(str(image), "--output", str(out), weights=tiny_weights) == 2
+    assert "exists and was not written by bcos explain" in capsys.readouterr().err
+    assert users.read_bytes() == mine
+    (out / "report.html").write_text("<html>my own notes</html>")
+    users.unlink()
+    assert _explain(str(image), "--output", str(out), weights=tiny_weights) == 2
+    assert "report.html' exists and was not written by bcos explain" in capsys.readouterr().err
+    (out / "report.html").unlink()
+
+    assert _explain(str(image), "--output", str(out), weights=tiny_weights) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "predictions.json", "report.html"]
+    assert _explain(str(image), "--output", str(out), weights=tiny_weights) == 0  # its own files are replaced
+
+
+def test_explain_with_the_disk_full_keeps_the_previous_output(tiny_weights, tmp_path, monkeypatch, capsys):
+    images = [_photo(tmp_path / "in" / f"img{i}.png", i) for i in range(3)]
+    out = tmp_path / "out"
+    assert _explain(*map(str, images), "--output", str(out), weights=tiny_weights) == 0
+    previous = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    _fail_fsync_for(monkeypatch, lambda name: "img1" in name or "report" in name)  # the disk fills up mid-run
+    assert _explain(*map(str, images), "--output", str(out), "--top-k", "2", weights=tiny_weights) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write '{out / 'img1.png'}': no space left on device; free disk space")
+    assert len(err.splitlines()) == 1
+    now = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(now) == {*previous, INCOMPLETE_MARKER}  # the folder says it is incomplete, no temporaries
+    for name in ("img1.png", "img2.png", "predictions.json", "report.html"):
+        assert now[name] == previous[name]  # every file is its old complete version or the new one
