@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bcos.atomic_io import atomic_open
+
 __all__ = ["main", "DEMO_DATASET", "DEMO_COLLECTION", "DEMO_EXPERIMENT"]
 
 DEMO_DATASET = "Digits"
@@ -97,11 +99,13 @@ def _save_explanations(model, dataset, output: Path) -> Path:
     ]
     fig, _ = plot_image_grid(rgb + list(explanation.explanation), titles=titles, ncols=len(indices), cell_size=1.6)
     grid_path = output / "explanations.png"
-    fig.savefig(grid_path, dpi=120, bbox_inches="tight")
+    with atomic_open(grid_path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     for label, prediction, rgba in zip(labels, predictions, explanation.explanation):
         big = (rgba * 255 + 0.5).clip(0, 255).astype("uint8").repeat(4, axis=0).repeat(4, axis=1)
-        Image.fromarray(big).save(output / f"digit_{label}_pred_{prediction}.png")
+        with atomic_open(output / f"digit_{label}_pred_{prediction}.png", "wb") as handle:
+            Image.fromarray(big).save(handle, format="png")
     return grid_path
 
 

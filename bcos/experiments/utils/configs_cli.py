@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from bcos.atomic_io import atomic_write_text
 from bcos.errors import closest_match
 
 from .config_utils import config_to_text
@@ -76,7 +76,7 @@ def configs_cli(
             experiment_name="{experiment_name}",
         )
         lines = [command.format(experiment_name=name) for name in configs]
-        Path(args.output).write_text("\n".join(lines) + ("\n" if lines else ""))
+        atomic_write_text(args.output, "\n".join(lines) + ("\n" if lines else ""))
         print(f"wrote {len(lines)} commands to {args.output}")
     elif args.find is not None:
         if args.find not in configs:
