@@ -5,7 +5,7 @@ and with ``--devices N``, whose extra processes Lightning starts with the same c
 collection ``Digits/ddp_test`` with one config, ``tiny``: a small B-cos CNN with uncentred batch
 norm on the bundled digits (random crops, so every process's augmentation stream matters), 2
 epochs of 8 steps. With ``BCOS_TEST_SIGTERM_AT_STEP=<n>`` rank 0 sends itself SIGTERM in its n-th
-training step, as a scheduler or ``kill`` would.
+training step, as a scheduler or ``kill`` would (``BCOS_TEST_SIGNAL=SIGINT`` sends SIGINT instead, as Ctrl-C).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ EXPERIMENT = "tiny"
 EPOCHS = 2
 STEPS_PER_EPOCH = 8
 SIGTERM_ENV = "BCOS_TEST_SIGTERM_AT_STEP"
+SIGNAL_ENV = "BCOS_TEST_SIGNAL"
 
 
 class TinyNet(BcosUtilMixin, nn.Module):
@@ -67,7 +68,7 @@ class SigtermAtStep(nn.Module):
         at = os.environ.get(SIGTERM_ENV)
         rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0"
         if at and self.steps == int(at) and rank == "0":
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, os.environ.get(SIGNAL_ENV, "SIGTERM")))
         return self.loss(outputs, targets)
 
 

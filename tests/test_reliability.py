@@ -190,3 +190,32 @@ def test_explain_with_the_disk_full_keeps_the_previous_output(tiny_weights, tmp_
     assert set(now) == {*previous, INCOMPLETE_MARKER}  # the folder says it is incomplete, no temporaries
     for name in ("img1.png", "img2.png", "predictions.json", "report.html"):
         assert now[name] == previous[name]  # every file is its old complete version or the new one
+
+
+# ------------------------------------------------------------------------------------ signals
+def _train_helper(base: Path, **env: str) -> subprocess.CompletedProcess:
+    """``train.py`` (tests/helpers_ddp_train.py: a small Digits config, 2 epochs of 8 steps), one process."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_", "BCOS_TEST_"))}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        environment.pop(key, None)
+    environment.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **env)
+    options = ["--dataset", "Digits", "--base_network", "ddp_test", "--experiment_name", "tiny"]
+    options += ["--base_directory", str(base), "--accelerator", "cpu", "--refresh_rate", "1000"]
+    helper = Path(__file__).resolve().parent / "helpers_ddp_train.py"
+    return subprocess.run(
+        [sys.executable, str(helper), *options], env=environment, cwd=base.parent, capture_output=True, text=True, timeout=240
+    )
+
+
+def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path):
+    base = tmp_path / "experiments"
+    stopped = _train_helper(base, BCOS_TEST_SIGTERM_AT_STEP="11", BCOS_TEST_SIGNAL="SIGINT")  # epoch 1, step 3
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[-1]] and errors[0].startswith("error: training stopped by Ctrl-C (SIGINT) at epoch 1;")
+    assert "last.ckpt is the resume point" in errors[0] and "Traceback" not in stopped.stderr
+    run = base / "Digits" / "ddp_test" / "tiny"
+    import torch
+
+    assert torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 0  # the last finished epoch is kept
+    # resuming from it is what tests/test_training_processes.py checks bit for bit after SIGTERM

@@ -264,3 +264,37 @@ def test_demo_explanations_are_written(tmp_path):
     assert grid.exists() and grid.read_bytes()[:4] == b"\x89PNG"
     singles = sorted(p.name for p in grid.parent.glob("digit_*.png"))
     assert len(singles) == 10 and singles[0].startswith("digit_0_pred_")
+
+
+# ------------------------------------------------------------------------------------ resume honesty (issue 13)
+def test_resume_refuses_a_changed_schedule_or_another_architecture_in_one_line(tiny_collection, tmp_path, capsys):
+    folder = run_folder(tmp_path, "tiny")
+    assert train(tmp_path, "tiny") == 0
+    saved = (folder / "last.ckpt").read_bytes()
+    capsys.readouterr()
+
+    # more epochs with the schedule stretched to match: the restored cosine schedule would hide it
+    tiny_collection["tiny"]["trainer"]["max_epochs"] = 2
+    tiny_collection["tiny"]["lr_scheduler"] = LRSchedulerFactory(name="cosineannealinglr", epochs=8)
+    assert train(tmp_path, "tiny") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot resume from '{folder / 'last.ckpt'}': the config's lr_scheduler changed")
+    assert "--force-no-resume" in err and len(err.splitlines()) == 1
+
+    tiny_collection["tiny"]["lr_scheduler"] = LRSchedulerFactory(name="cosineannealinglr", epochs=4)
+    tiny_collection["tiny"]["model"] = dict(is_bcos=True, name="tiny", args=dict(num_classes=10, width=16))
+    assert train(tmp_path, "tiny") == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds another architecture" in err and "--force-no-resume" in err and len(err.splitlines()) == 1
+    assert (folder / "last.ckpt").read_bytes() == saved  # nothing was touched
+
+    assert train(tmp_path, "tiny", "--force-no-resume") == 0  # the named way out works
+
+
+def test_fast_dev_run_never_touches_a_finished_runs_records(tiny_collection, tmp_path):
+    folder = run_folder(tmp_path, "tiny")
+    assert train(tmp_path, "tiny", "--explanation_logging") == 0
+    records = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert train(tmp_path, "tiny", "--fast_dev_run", "--explanation_logging") == 0
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == records

@@ -43,25 +43,33 @@ from bcos.training.callbacks.checkpointing import checkpoint_callbacks
 from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
 from bcos.training.callbacks.random_state import RandomStateCheckpoint
 from bcos.training.processes import ProcessLayout, global_rank_from_env, launcher_layout
+from bcos.training.resume_check import check_resume_fits
 from bcos.training.run_lock import RunFolderLock
 from bcos.training.sigterm import stop_cleanly_on_sigterm
 from bcos.training.sync_norms import SyncBatchNormPlugin, check_syncable
 from bcos.training.trainer import ClassificationLitModel, NonFiniteLossError
 
-__all__ = ["TrainOptions", "TrainingTerminated", "run_training", "resolve_precision", "ARCHIVE_DIRNAME"]
+__all__ = ["TrainOptions", "TrainingInterrupted", "TrainingTerminated", "run_training", "resolve_precision", "ARCHIVE_DIRNAME"]
 
 #: where ``--force-no-resume`` moves the files of the earlier run (inside the run folder)
 ARCHIVE_DIRNAME = "archived_runs"
 DEFAULT_SEED = 42
 AMP_CHOICES = ("bf16", "fp16")
-#: exit status of a training stopped by SIGTERM (128 + the signal number, as a shell reports it)
+#: exit status of a training stopped by SIGTERM / SIGINT (128 + the signal number, as a shell reports it)
 SIGTERM_EXIT_STATUS = 128 + 15
+SIGINT_EXIT_STATUS = 128 + 2
 
 
 class TrainingTerminated(BcosError):
     """SIGTERM stopped the training; ``last.ckpt`` (the last finished epoch) is where it resumes."""
 
     exit_status = SIGTERM_EXIT_STATUS
+
+
+class TrainingInterrupted(BcosError):
+    """Ctrl-C (SIGINT) stopped the training; ``last.ckpt`` (the last finished epoch) is where it resumes."""
+
+    exit_status = SIGINT_EXIT_STATUS
 
 
 @dataclasses.dataclass
@@ -244,9 +252,9 @@ def _archive_previous_run(run_folder: RunFolder) -> Path | None:
     return archive
 
 
-def _check_resumable(checkpoint: Path) -> None:
+def _check_resumable(checkpoint: Path) -> Any:
     try:
-        safe_load(checkpoint, mmap=True)  # the same safe reading as every other checkpoint
+        return safe_load(checkpoint, mmap=True)  # the same safe reading as every other checkpoint
     except CheckpointError as error:
         raise CheckpointError(
             f"cannot resume: {error}; or pass --force-no-resume to start the run over"
@@ -312,8 +320,9 @@ def run_training(args: Any) -> pl.Trainer:
             remove_stale_temporaries(run_folder.path, run_folder.metrics_dir, run_folder.path / EXPLANATIONS_DIRNAME)
         resume = options.resume and not options.fast_dev_run
         ckpt_path = run_folder.last_checkpoint if resume and run_folder.last_checkpoint.exists() else None
+        resumed = None
         if ckpt_path is not None:
-            _check_resumable(ckpt_path)
+            resumed = _check_resumable(ckpt_path)
             rank_zero_info(f"Resuming from {ckpt_path}")
         elif is_rank_zero and not options.resume and not options.fast_dev_run:
             archive = _archive_previous_run(run_folder)
@@ -331,6 +340,9 @@ def run_training(args: Any) -> pl.Trainer:
             channels_last=options.channels_last,
             track_grad_norm=track_grad_norm,
         )
+        if resumed is not None:  # one line instead of a resume that hides a changed config or model
+            check_resume_fits(ckpt_path, resumed, module)
+            del resumed
         if sync_batchnorm:
             check_syncable(module.model)
         _transform_model(module, options)
@@ -365,7 +377,8 @@ def run_training(args: Any) -> pl.Trainer:
                 f"{processes['nodes']} node(s), {processes['accelerator']}); the config's batch size "
                 f"{config['data'].get('batch_size')} is per process"
             )
-        if is_rank_zero:
+        # a --fast_dev_run smoke test never touches the records of a run that has checkpoints
+        if is_rank_zero and not (options.fast_dev_run and any(run_folder.checkpoints())):
             run_folder.path.mkdir(parents=True, exist_ok=True)
             _write_config(run_folder, options, config, {**trainer_config, "sync_batchnorm": sync_batchnorm},
                           processes, ckpt_path)  # fmt: skip
@@ -380,13 +393,19 @@ def run_training(args: Any) -> pl.Trainer:
             kept = f"kept {last}" if last.exists() else "no checkpoint had been written yet"
             raise NonFiniteLossError(f"{error} [{kept}]") from None
         except SIGTERMException:
-            last = run_folder.last_checkpoint
-            kept = f"{last} is the resume point" if last.exists() else "no checkpoint had been written yet"
-            raise TrainingTerminated(
-                f"training stopped by SIGTERM at epoch {trainer.current_epoch}; {kept}: "
-                "run the same command again to continue"
-            ) from None
+            raise TrainingTerminated(_stopped_by("SIGTERM", trainer, run_folder)) from None
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            # Lightning ends a KeyboardInterrupt with exit(1); a job chain must see 130, as from a shell
+            raise TrainingInterrupted(_stopped_by("Ctrl-C (SIGINT)", trainer, run_folder)) from None
     return trainer
+
+
+def _stopped_by(signal_name: str, trainer: pl.Trainer, run_folder: RunFolder) -> str:
+    last = run_folder.last_checkpoint
+    kept = f"{last} is the resume point" if last.exists() else "no checkpoint had been written yet"
+    return f"training stopped by {signal_name} at epoch {trainer.current_epoch}; {kept}: run the same command again to continue"
 
 
 def _transform_model(module: ClassificationLitModel, options: TrainOptions) -> None:

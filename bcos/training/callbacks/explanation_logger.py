@@ -171,7 +171,7 @@ class ExplanationsLogger(Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Explain the fixed images and save / log the grid (rank 0, every n-th epoch)."""
-        if not self.enabled or trainer.sanity_checking or not trainer.is_global_zero:
+        if not self.enabled or trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero:
             return
         if (trainer.current_epoch + 1) % self.log_every_n_epochs != 0:
             return
