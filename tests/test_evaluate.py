@@ -179,8 +179,15 @@ def test_evaluate_hubconf_model_uses_its_source_config(tiny_setup, tmp_path, mon
     (tmp_path / "hubconf.py").write_text(f"WEIGHTS = {str(root / 'weights.pth')!r}\n" + _HUBCONF)
     monkeypatch.chdir(tmp_path)
     options = ["--batch_size", "8", "--num_workers", "0", "--no-cuda", "--no-progress"]
+    status, out, err = _run(["--hubconf", "tiny_cifar", *options], capsys)  # code from the working directory
+    assert status == 2 and err.strip() == (
+        f"error: --hubconf would import and run '{(tmp_path / 'hubconf.py').resolve()}' from the working directory; "
+        "pass --trust-local-hubconf if you trust that file, or run from another folder to use bcos's own hubconf.py"
+    )
+    options.append("--trust-local-hubconf")
     status, out, err = _run(["--hubconf", "tiny_cifar", *options], capsys)
     assert status == 0, err
+    assert f"warning: --hubconf imports and runs '{(tmp_path / 'hubconf.py').resolve()}'" in err
     match = ACCURACY_LINE.search(out)
     assert (float(match[1]), float(match[2])) == _expected_accuracy(root, weights)
     status, _, err = _run(["--hubconf", "tiny_cifr", *options], capsys)

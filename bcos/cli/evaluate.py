@@ -34,7 +34,13 @@ DEFAULT_DATASET = "ImageNet"
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The argument parser of ``evaluate.py``."""
     parser = argparse.ArgumentParser(description="Evaluate a trained model (top-1/top-5 accuracy).", add_help=add_help)
-    parser.add_argument("--hubconf", metavar="NAME", help="Evaluate NAME(pretrained=True) from the local hubconf.py.")
+    parser.add_argument("--hubconf", metavar="NAME", help="Evaluate NAME(pretrained=True) from bcos's hubconf.py.")
+    parser.add_argument(
+        "--trust-local-hubconf",
+        dest="trust_local_hubconf",
+        action="store_true",
+        help="Let --hubconf import (run) the hubconf.py of the working directory instead of bcos's own.",
+    )
     parser.add_argument("--base_directory", default="./experiments", help="Where run folders live (default: ./experiments).")
     parser.add_argument(
         "--dataset",
@@ -54,9 +60,24 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _import_local_hubconf():
-    """The ``hubconf.py`` of the working directory, else of the repository root, imported from its path."""
-    for folder in (Path.cwd(), Path(__file__).resolve().parents[2]):
+REPOSITORY_HUBCONF = Path(__file__).resolve().parents[2] / "hubconf.py"
+
+
+def _import_local_hubconf(trust_local: bool = False):
+    """The ``hubconf.py`` of the working directory, else of the repository root, imported from its path.
+
+    Importing a file runs its code: one in the working directory that is not bcos's own is imported
+    only with ``trust_local`` (``--trust-local-hubconf``), and then with a warning naming it.
+    """
+    local = Path.cwd() / "hubconf.py"
+    if local.is_file() and local.resolve() != REPOSITORY_HUBCONF:
+        if not trust_local:
+            raise ConfigError(
+                f"--hubconf would import and run '{local.resolve()}' from the working directory; pass "
+                "--trust-local-hubconf if you trust that file, or run from another folder to use bcos's own hubconf.py"
+            )
+        print(f"warning: --hubconf imports and runs '{local.resolve()}' (--trust-local-hubconf)", file=sys.stderr)
+    for folder in (Path.cwd(), REPOSITORY_HUBCONF.parent):
         path = folder / "hubconf.py"
         if path.is_file():
             if str(folder) not in sys.path:
@@ -68,11 +89,11 @@ def _import_local_hubconf():
     raise ConfigError("no hubconf.py found; run from the repository root or drop --hubconf")
 
 
-def _hub_model_and_config(name: str) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+def _hub_model_and_config(name: str, trust_local: bool = False) -> tuple[torch.nn.Module, dict[str, Any], Any]:
     """``NAME(pretrained=True)`` from hubconf, its config and (for registry models) its Experiment."""
     from bcos.errors import unknown_name
 
-    hubconf = _import_local_hubconf()
+    hubconf = _import_local_hubconf(trust_local)
     entry_points = getattr(hubconf, "__all__", None) or [
         n for n in dir(hubconf) if not n.startswith("_") and callable(getattr(hubconf, n))
     ]
@@ -104,7 +125,7 @@ def load_model_and_config(args: argparse.Namespace) -> tuple[torch.nn.Module, di
     if args.hubconf is not None:
         if args.reload is not None or args.weights is not None or args.ema:
             raise ConfigError("--hubconf loads the published weights; drop --reload/--weights/--ema")
-        model, config, experiment = _hub_model_and_config(args.hubconf)
+        model, config, experiment = _hub_model_and_config(args.hubconf, getattr(args, "trust_local_hubconf", False))
         args.dataset = args.dataset or (experiment.dataset if experiment is not None else DEFAULT_DATASET)
         return model, config, experiment
 
