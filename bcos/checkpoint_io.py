@@ -68,8 +68,15 @@ def safe_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     fix) when the file is missing, unsafe, or corrupt/truncated.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"'{path}' is a folder, not a checkpoint or weights file; pass a file inside it (e.g. '{path / 'last.ckpt'}')"
+        )
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at '{path}' (it does not exist); check the path")
+    other_format = _other_format(path)
+    if other_format is not None:
+        raise CheckpointError(f"cannot load '{path}': {other_format}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -83,6 +90,25 @@ def safe_load(path: str | os.PathLike, mmap: bool = False) -> Any:
         raise CheckpointError(_unreadable(path, error)) from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for corrupt or truncated files
         raise CheckpointError(_unreadable(path, error)) from None
+
+
+def _other_format(path: Path) -> str | None:
+    """What is wrong with a file that is readable but no torch file (safetensors, HDF5, empty), else None."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError as error:
+        return f"it cannot be read ({(error.strerror or str(error)).lower()}); check its permissions"
+    if not head:
+        return "the file is empty (0 bytes); re-download or re-create it"
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000:
+        return (
+            "it is a safetensors file, not a torch file; convert it once with "
+            "torch.save(safetensors.torch.load_file(PATH), 'weights.pth') (pip install safetensors) and pass that file"
+        )
+    if head.startswith(b"\x89HDF"):
+        return "it is an HDF5 file (e.g. Keras weights), not a torch file; pass a PyTorch .pth/.ckpt file"
+    return None
 
 
 def _unreadable(path: Path, error: BaseException) -> str:

@@ -219,3 +219,57 @@ def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path):
 
     assert torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 0  # the last finished epoch is kept
     # resuming from it is what tests/test_training_processes.py checks bit for bit after SIGTERM
+
+
+# ------------------------------------------------------------------------------------ unusual weights files
+def _safetensors_bytes() -> bytes:
+    """A valid safetensors file of one float32 tensor (the format: u64 header size, JSON header, data)."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    return len(header).to_bytes(8, "little") + header + np.ones(2, dtype=np.float32).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (_safetensors_bytes(), "it is a safetensors file, not a torch file; convert it once with"),
+        (b"\x89HDF\r\n\x1a\n" + b"\0" * 64, "it is an HDF5 file (e.g. Keras weights), not a torch file"),
+        (b"", "the file is empty (0 bytes)"),
+        (b"PK\x03\x04 truncated zip", "corrupt or truncated"),
+    ],
+    ids=["safetensors", "hdf5", "empty", "truncated"],
+)
+def test_unusual_weights_files_are_named_for_what_they_are(tmp_path, content, message):
+    from bcos.checkpoint_io import safe_load
+    from bcos.errors import CheckpointError
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        safe_load(path)
+    assert str(caught.value).startswith(f"cannot load '{path}'") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_folder_given_as_weights_is_called_a_folder(tiny_weights, tmp_path, capsys):
+    from bcos.checkpoint_io import safe_load
+    from bcos.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint or weights file; pass a file inside it"):
+        safe_load(tmp_path)
+    image = _photo(tmp_path / "in" / "cat.png")
+    assert _explain(str(image), "--output", str(tmp_path / "out"), weights=tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not a checkpoint or weights file" in err and "does not exist" not in err
+
+
+def test_an_unwritable_rise_cache_costs_time_not_the_results(tmp_path, monkeypatch):
+    import torch
+
+    from bcos.explain.methods.rise import RISE
+
+    _fail_fsync_for(monkeypatch, lambda name: "masks" in name, errno.EACCES)
+    explainer = RISE(torch.nn.Identity(), n=4, cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="RISE masks are not cached: cannot write .*permission denied"):
+        masks = explainer.masks((8, 8))
+    assert masks.shape == (4, 1, 8, 8)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

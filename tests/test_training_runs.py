@@ -298,3 +298,31 @@ def test_fast_dev_run_never_touches_a_finished_runs_records(tiny_collection, tmp
     assert train(tmp_path, "tiny", "--fast_dev_run", "--explanation_logging") == 0
     after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == records
+
+
+def test_disk_full_while_training_is_one_line_and_keeps_the_last_checkpoint(tiny_collection, tmp_path, monkeypatch, capsys):
+    """A failing writer (os.fsync -> ENOSPC for checkpoints) stands in for a full disk: no traceback."""
+    import errno
+    import os
+
+    import bcos.atomic_io as atomic_io
+
+    folder = run_folder(tmp_path, "tiny")
+    assert train(tmp_path, "tiny") == 0
+    saved = (folder / "last.ckpt").read_bytes()
+    tiny_collection["tiny"]["trainer"]["max_epochs"] = 2
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if ".ckpt." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic_io.os, "fsync", fsync)
+    capsys.readouterr()
+    assert train(tmp_path, "tiny") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot write '") and "no space left on device; free disk space" in err[-1]
+    assert not any(line.startswith("Traceback") for line in err)
+    assert (folder / "last.ckpt").read_bytes() == saved
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -177,6 +177,8 @@ def make_spec(
     from bcos.models.registry import get_pretrained_config
 
     source = get_pretrained_config(model)  # unknown names suggest the closest one
+    if weights is not None and Path(weights).is_dir():
+        raise DataNotFoundError(f"weights {str(weights)!r} is a folder, not a weights file; pass the path of a saved state dict inside it")
     if weights is not None and not Path(weights).is_file():
         raise DataNotFoundError(f"weights file {str(weights)!r} does not exist; pass the path of a saved state dict")
     data_path = Path(data_dir).expanduser()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bcos.checkpoint_io import atomic_torch_save, safe_load
-from bcos.errors import CheckpointError, ConfigError
+from bcos.errors import CheckpointError, ConfigError, OutputError
 from bcos.explain.methods.base import Explainer, probability_function, replace_where
 from bcos.explanation.checks import check_target_range, has_inverse_channels
 
@@ -118,7 +119,10 @@ class RISE(Explainer):
         if masks is None:
             masks = generate_rise_masks(self.n, self.s, self.p1, size, self.seed)
             if path is not None:
-                atomic_torch_save(masks, path)  # concurrent jobs never read a partial file
+                try:
+                    atomic_torch_save(masks, path)  # concurrent jobs never read a partial file
+                except OutputError as error:  # an unwritable or full cache costs time, not the results
+                    warnings.warn(f"RISE masks are not cached: {error}; pass cache_dir='' to skip the cache", stacklevel=2)
         self._masks[size] = masks
         return masks
 
