@@ -273,3 +273,50 @@ def test_an_unwritable_rise_cache_costs_time_not_the_results(tmp_path, monkeypat
         masks = explainer.masks((8, 8))
     assert masks.shape == (4, 1, 8, 8)
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+# ------------------------------------------------------------------------------------ bad numbers
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), -1.0])
+def test_nan_or_infinite_learning_rates_are_config_errors(lr):
+    from bcos.errors import ConfigError
+    from bcos.optim import OptimizerFactory
+
+    with pytest.raises(ConfigError, match="optimizer lr must be a non-negative number"):
+        OptimizerFactory(name="Adam", lr=lr)
+
+
+def test_nan_optimizer_and_schedule_settings_are_config_errors():
+    from bcos.errors import ConfigError
+    from bcos.optim import LRSchedulerFactory, OptimizerFactory
+
+    with pytest.raises(ConfigError, match="optimizer weight_decay must be a finite number, got nan"):
+        OptimizerFactory(name="AdamW", lr=1e-3, weight_decay=float("nan"))
+    for key in ("gamma", "lr_min"):
+        with pytest.raises(ConfigError, match=f"lr scheduler {key} must be a finite non-negative number"):
+            LRSchedulerFactory(name="cosineannealinglr", epochs=4, **{key: float("nan")})
+
+
+# ------------------------------------------------------------------------------------ unusual images
+def test_explain_reads_16_bit_images_and_skips_broken_files_and_decompression_bombs(tiny_weights, tmp_path, monkeypatch, capsys):
+    from bcos.cli.explain import _as_rgb
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    grey16 = np.linspace(0, 65535, 40 * 48).reshape(40, 48).astype(np.uint16)
+    Image.fromarray(grey16).save(folder / "a_16bit.png")
+    with Image.open(folder / "a_16bit.png") as image:
+        rgb = np.asarray(_as_rgb(image))
+    assert rgb.dtype == np.uint8 and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255 and 100 < rgb[20, 24, 0] < 155
+    (folder / "b_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    _photo(folder / "c_huge.png", seed=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 48 // 2 - 1)  # c_huge (and a_16bit) count as bombs now
+    with pytest.warns(UserWarning, match="skipping .*b_broken.jpg: not a readable image"):
+        assert _explain(str(folder), "--output", str(tmp_path / "bombs"), weights=tiny_weights) == 2
+    assert "none of the images could be read" in capsys.readouterr().err
+    monkeypatch.undo()
+    register_tiny_model(monkeypatch)
+    with pytest.warns(UserWarning, match="b_broken.jpg"):
+        assert _explain(str(folder), "--output", str(tmp_path / "out"), weights=tiny_weights) == 0
+    records = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [r["image"] for r in records] == ["photos/a_16bit.png", "photos/c_huge.png"]
+    assert "skipped 1 unreadable file(s): photos/b_broken.jpg" in capsys.readouterr().out

@@ -281,6 +281,20 @@ def _progress(total: int, enabled: bool):
 
 
 # ----------------------------------------------------------------------------------------- main
+def _as_rgb(image: Any) -> Any:
+    """``image`` as 8-bit RGB; 16-bit grey images are scaled down (PIL's convert would clip them to white)."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode != "I" or values.max(initial=0) > 255:
+            values = values / 257.0  # 65535 -> 255
+        return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 def _batches(images: Sequence[tuple[Path, str]], transform: Callable, batch_size: int):
     """Yield (tensors [B, C, H, W], names, skipped) batches of equally sized inputs."""
     from PIL import Image, UnidentifiedImageError
@@ -289,7 +303,7 @@ def _batches(images: Sequence[tuple[Path, str]], transform: Callable, batch_size
     for path, name in images:
         try:
             with Image.open(path) as image:
-                tensor = transform(image.convert("RGB"))
+                tensor = transform(_as_rgb(image))
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
             warnings.warn(f"skipping {path}: not a readable image ({error})", stacklevel=2)
             yield None, [name]

@@ -7,6 +7,8 @@ Lightning (it is the ``"lr_scheduler"`` entry of ``configure_optimizers``).
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from typing import Any, Literal
 
@@ -79,6 +81,9 @@ class LRSchedulerFactory:
             raise ConfigError(f"warmup_steps must be positive (or None), got {warmup_steps}")
         if not 0 < warmup_decay <= 1:
             raise ConfigError(f"warmup_decay must be in (0, 1], got {warmup_decay}")
+        for key, value in (("gamma", gamma), ("lr_min", lr_min)):  # NaN passes every comparison
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"lr scheduler {key} must be a finite non-negative number, got {value!r}")
         if (
             name.lower() == "cosineannealinglr"
             and warmup_epochs is not None

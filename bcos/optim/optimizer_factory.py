@@ -6,6 +6,8 @@ yet when the config is written; the training code calls :meth:`OptimizerFactory.
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -67,8 +69,11 @@ class OptimizerFactory:
     def __init__(self, name: str, lr: float, **kwargs: Any) -> None:
         if not isinstance(name, str) or name.lower() not in _OPTIMIZERS:
             raise unknown_name("optimizer", str(name), ["Adam", "AdamW", "SGD", "RMSprop"])
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0:
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
             raise ConfigError(f"optimizer lr must be a non-negative number, got {lr!r}")
+        for key, value in kwargs.items():  # a NaN weight decay or momentum poisons every weight as surely
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"optimizer {key} must be a finite number, got {value!r}")
         self.name = name
         self.args: dict[str, Any] = dict(lr=lr, **kwargs)
 
