@@ -14,11 +14,12 @@ Published or downloaded weights (the registry's names, as for torch.hub)::
     python -m interpretability.analyses.localisation --model resnet18 --weights resnet18.pth --dataset ImageNet ...
 
 Results go to ``<run>/localisation_analysis/<checkpoint>/<config>/<explainer>/smooth-<s>/<explainer_config>/``
-(``<checkpoint>`` is ``epoch_<E>``, ``epoch_<E>_ema``, ``pretrained`` or ``weights-<file stem>``;
-for ``--model`` the run folder is ``--output_dir``, default ``experiments/pretrained/<name>``):
-``localisation_metric.np`` (every score, ``np.savetxt``), ``summary.json``, ``config.log`` and
-``scores.png``. The confidence ranking is cached per checkpoint as
-``<run>/localisation_analysis/<checkpoint>/confidences.json``.
+(``<checkpoint>`` is ``epoch_<E>``, ``epoch_<E>_ema``, ``pretrained`` or ``weights-<file stem>``,
+followed by ``-<sha256 prefix of the weights>``; ``<config>`` gets ``+sample_size=<N>`` for a
+sample size other than the config's; option values become safe names; for ``--model`` the run
+folder is ``--output_dir``, default ``experiments/pretrained/<name>``): ``localisation_metric.np``
+(every score, ``np.savetxt``), ``summary.json``, ``config.log`` and ``scores.png``. The confidence
+ranking is cached per set of weights as ``<run>/localisation_analysis/<checkpoint>/confidences.json``.
 """
 
 from __future__ import annotations
