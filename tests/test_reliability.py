@@ -207,12 +207,15 @@ def _train_helper(base: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_ctrl_c_during_training_exits_130_with_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("signal_name", "status", "said"), [("SIGINT", 130, "Ctrl-C (SIGINT)"), ("SIGTERM", 143, "SIGTERM")], ids=["sigint", "sigterm"]
+)
+def test_a_signal_during_training_exits_with_the_shells_status_and_one_line(tmp_path, signal_name, status, said):
     base = tmp_path / "experiments"
-    stopped = _train_helper(base, BCOS_TEST_SIGTERM_AT_STEP="11", BCOS_TEST_SIGNAL="SIGINT")  # epoch 1, step 3
-    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    stopped = _train_helper(base, BCOS_TEST_SIGTERM_AT_STEP="11", BCOS_TEST_SIGNAL=signal_name)  # epoch 1, step 3
+    assert stopped.returncode == status, stopped.stderr[-3000:]
     errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [errors[-1]] and errors[0].startswith("error: training stopped by Ctrl-C (SIGINT) at epoch 1;")
+    assert errors == [errors[-1]] and errors[0].startswith(f"error: training stopped by {said} at epoch 1;")
     assert "last.ckpt is the resume point" in errors[0] and "Traceback" not in stopped.stderr
     run = base / "Digits" / "ddp_test" / "tiny"
     import torch
