@@ -4,7 +4,8 @@ Every entry point (``train.py``, ``evaluate.py``, ``run_with_submitit.py``, ...)
 :func:`run_cli`. A :class:`bcos.errors.BcosError` (something the user can fix) is printed as
 ``error: <message>`` on stderr and the process exits with code 2; with ``--debug`` in the arguments
 the full traceback is shown instead (an error class may name another status in ``exit_status``,
-e.g. 143 for a training stopped by SIGTERM). Any other exception is a bug and keeps its traceback.
+e.g. 143 / 130 for a training stopped by SIGTERM / Ctrl-C). Any other exception is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Training resumes from ``<run folder>/last.ckpt`` when it exists (``--force-no-re
 over and moves the earlier run's files aside). ``--devices N`` trains with N processes (DDP);
 ``torchrun``/``srun`` work unchanged and set the count themselves. Errors the user can fix end with
 one ``error: ...`` line and exit status 2 (``--debug`` shows the traceback); a training stopped by
-SIGTERM exits with 143 after saying where it resumes.
+SIGTERM exits with 143 and Ctrl-C (SIGINT) with 130, after saying where it resumes.
 """
 
 from __future__ import annotations

@@ -299,9 +299,13 @@ def run_training(args: Any) -> pl.Trainer:
     Raises:
         UnknownNameError / ConfigError: unknown experiment, bad option or config value.
         ConfigError: another training holds the run folder.
-        CheckpointError: ``last.ckpt`` exists but cannot be resumed from.
+        CheckpointError: ``last.ckpt`` exists but cannot be resumed from (damaged, or another architecture).
+        ConfigError: the model, optimizer or schedule changed since ``last.ckpt`` was saved
+            (``--force-no-resume`` starts over).
+        OutputError: a file could not be written (disk full, read-only folder).
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
         TrainingTerminated: SIGTERM stopped the run (``last.ckpt`` of the last finished epoch is kept).
+        TrainingInterrupted: Ctrl-C (SIGINT) stopped the run (likewise).
     """
     options = TrainOptions.from_namespace(args)
     layout = launcher_layout()
