@@ -9,7 +9,9 @@ checkpoint with the module about to be trained and stops with one line that name
 
 Raising ``max_epochs`` alone is fine for a schedule counted in epochs (its length is the
 scheduler's own ``epochs``); a schedule counted in steps is sized from ``max_epochs``, so there it
-counts as a schedule change.
+counts as a schedule change. The model's config is not compared as text (a class moved to another
+module would look like a change): the model is checked by its tensors' names and shapes, and a
+change that keeps them (a logit bias, say) is simply followed by the resumed run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from bcos.training.trainer import plain_data
 __all__ = ["check_resume_fits", "changed_settings"]
 
 #: config entries whose change the resumed optimizer and scheduler state would hide
-_RESTORED_SETTINGS = ("model", "optimizer", "lr_scheduler")
+_RESTORED_SETTINGS = ("optimizer", "lr_scheduler")
 _START_OVER = "pass --force-no-resume to start the run over (its files are archived, nothing is deleted)"
 
 

@@ -300,7 +300,7 @@ def run_training(args: Any) -> pl.Trainer:
         UnknownNameError / ConfigError: unknown experiment, bad option or config value.
         ConfigError: another training holds the run folder.
         CheckpointError: ``last.ckpt`` exists but cannot be resumed from (damaged, or another architecture).
-        ConfigError: the model, optimizer or schedule changed since ``last.ckpt`` was saved
+        ConfigError: the optimizer or schedule changed since ``last.ckpt`` was saved
             (``--force-no-resume`` starts over).
         OutputError: a file could not be written (disk full, read-only folder).
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
