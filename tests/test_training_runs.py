@@ -281,7 +281,14 @@ def test_resume_refuses_a_changed_schedule_or_another_architecture_in_one_line(t
     assert err.startswith(f"error: cannot resume from '{folder / 'last.ckpt'}': the config's lr_scheduler changed")
     assert "--force-no-resume" in err and len(err.splitlines()) == 1
 
+    # more epochs than the unchanged cosine schedule has: its learning rate would climb back up
     tiny_collection["tiny"]["lr_scheduler"] = LRSchedulerFactory(name="cosineannealinglr", epochs=4)
+    tiny_collection["tiny"]["trainer"]["max_epochs"] = 6
+    assert train(tmp_path, "tiny") == 2
+    err = capsys.readouterr().err.strip()
+    assert "max_epochs is now 6, past the end of the cosine schedule's 4 epochs" in err and "--force-no-resume" in err
+
+    tiny_collection["tiny"]["trainer"]["max_epochs"] = 2
     tiny_collection["tiny"]["model"] = dict(is_bcos=True, name="tiny", args=dict(num_classes=10, width=16))
     assert train(tmp_path, "tiny") == 2
     err = capsys.readouterr().err.strip()

@@ -43,6 +43,21 @@ def changed_settings(saved: Mapping[str, Any], config: Mapping[str, Any]) -> lis
     return changed
 
 
+def _check_epochs_within_schedule(checkpoint_path: str | Path, saved: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """A raised ``max_epochs`` past a cosine schedule's end would send the learning rate back up."""
+    scheduler = plain_data(sanitize_config({"s": config.get("lr_scheduler")}))["s"]
+    if not isinstance(scheduler, Mapping) or str(scheduler.get("name", "")).lower() != "cosineannealinglr":
+        return
+    old, new = (dict(c.get("trainer") or {}).get("max_epochs") for c in (saved, config))
+    epochs = scheduler.get("epochs")
+    if scheduler.get("interval", "epoch") == "epoch" and isinstance(new, int) and isinstance(epochs, int) and new != old and new > epochs:
+        raise ConfigError(
+            f"cannot resume from '{checkpoint_path}': max_epochs is now {new}, past the end of the cosine schedule's "
+            f"{epochs} epochs, so the learning rate would climb back up; raise the lr_scheduler's epochs as well and "
+            f"{_START_OVER}, or keep max_epochs at most {epochs}"
+        )
+
+
 def check_resume_fits(checkpoint_path: str | Path, content: Mapping[str, Any], module: Any) -> None:
     """Raise a one-line error when ``content`` (the loaded ``last.ckpt``) cannot be resumed honestly by ``module``."""
     saved_state = content.get("state_dict")
@@ -60,6 +75,7 @@ def check_resume_fits(checkpoint_path: str | Path, content: Mapping[str, Any], m
             )
     saved_config = content.get("hyper_parameters")
     if isinstance(saved_config, Mapping):
+        _check_epochs_within_schedule(checkpoint_path, saved_config, module.config)
         changed = changed_settings(saved_config, module.config)
         if changed:
             raise ConfigError(
