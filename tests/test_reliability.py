@@ -323,3 +323,15 @@ def test_explain_reads_16_bit_images_and_skips_broken_files_and_decompression_bo
     records = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [r["image"] for r in records] == ["photos/a_16bit.png", "photos/c_huge.png"]
     assert "skipped 1 unreadable file(s): photos/b_broken.jpg" in capsys.readouterr().out
+
+
+def test_an_absurd_smoothing_window_gives_the_whole_image_window_not_a_memory_error():
+    import torch
+
+    from bcos.explanation.visualize import gradients_to_images
+
+    torch.manual_seed(0)
+    images, weights = torch.rand(2, 6, 8, 12), torch.randn(2, 6, 8, 12)
+    whole = gradients_to_images(images, weights, smooth=2 * 12 - 1)
+    np.testing.assert_allclose(gradients_to_images(images, weights, smooth=10**6), whole, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(gradients_to_images(images, weights, smooth=3), whole)

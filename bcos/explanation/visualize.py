@@ -60,6 +60,10 @@ def _smooth(alpha: Tensor, kernel: int) -> Tensor:
     For odd kernels this is ``avg_pool2d(kernel, stride=1, padding=(kernel - 1) // 2)``; even kernels
     (which crash in the reference) pad one more pixel at the bottom/right.
     """
+    # a window of 2*size-1 already covers the whole image from every pixel (the output is constant,
+    # and the percentile normalisation removes the 1/kernel² scale), so a larger one changes nothing
+    # but would allocate an absurd padded tensor
+    kernel = min(kernel, 2 * max(alpha.shape[-2:]) - 1)
     before, after = (kernel - 1) // 2, kernel // 2
     padded = F.pad(alpha, (before, after, before, after))
     return F.avg_pool2d(padded, kernel, stride=1)
