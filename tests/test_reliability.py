@@ -335,3 +335,15 @@ def test_an_absurd_smoothing_window_gives_the_whole_image_window_not_a_memory_er
     whole = gradients_to_images(images, weights, smooth=2 * 12 - 1)
     np.testing.assert_allclose(gradients_to_images(images, weights, smooth=10**6), whole, rtol=1e-5, atol=1e-6)
     assert not np.allclose(gradients_to_images(images, weights, smooth=3), whole)
+
+
+def test_explain_replaces_outputs_of_earlier_versions_listed_in_their_predictions(tiny_weights, tmp_path):
+    """PNGs and reports written before the Software/generator markers are known by predictions.json."""
+    image = _photo(tmp_path / "in" / "cat.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    _photo(out / "cat.png", seed=7)  # an old explanation without the marker
+    (out / "report.html").write_text("<html>old report</html>")
+    (out / "predictions.json").write_text(json.dumps([{"image": str(image), "png": "cat.png", "predictions": []}]))
+    assert _explain(str(image), "--output", str(out), weights=tiny_weights) == 0
+    assert json.loads((out / "predictions.json").read_text())[0]["predictions"]  # replaced by the new run

@@ -142,6 +142,10 @@ def _check_outputs(output: Path, images: Sequence[tuple[Path, str]], targets: Se
     from bcos.explain.report import written_by_report
 
     inputs = {path.resolve(): path for path, _ in images}
+    # outputs of bcos versions before the PNG/HTML markers are known by the predictions.json listing them
+    listed: set[str] = set()
+    if _is_our_predictions_file(output / PREDICTIONS_FILENAME):
+        listed = {str(r["png"]) for r in json.loads((output / PREDICTIONS_FILENAME).read_text())} | {REPORT_FILENAME}
     for target in targets:
         if target.resolve() in inputs:
             raise OutputError(
@@ -150,7 +154,10 @@ def _check_outputs(output: Path, images: Sequence[tuple[Path, str]], targets: Se
             )
         if not target.exists() and not target.is_symlink():
             continue
-        ours = _is_our_predictions_file(target) if target.name == PREDICTIONS_FILENAME else written_by_report(target)
+        if target.name == PREDICTIONS_FILENAME:
+            ours = _is_our_predictions_file(target)
+        else:
+            ours = target.name in listed or written_by_report(target)
         if not ours or not target.is_file():
             raise OutputError(
                 f"'{target}' exists and was not written by bcos explain; move it away or pass another --output DIR",
