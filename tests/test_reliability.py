@@ -207,6 +207,7 @@ def _train_helper(base: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a training process of a few seconds per signal
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"), [("SIGINT", 130, "Ctrl-C (SIGINT)"), ("SIGTERM", 143, "SIGTERM")], ids=["sigint", "sigterm"]
 )
