@@ -23,7 +23,17 @@ from bcos.models.densenet import BcosDenseNet
 from bcos.models.resnet import cifar10_resnet20
 from bcos.models.vgg import BcosVGG, make_layers
 from bcos.models.vit import SimpleViT
-from bcos.modules import LogitLayer
+from bcos.modules import BcosConv2d, LogitLayer
+
+
+def _vgg() -> nn.Module:
+    """A small VGG: the family's layers and structure, with a narrow classifier (the real one is a
+    512->4096 7x7 convolution, 100M parameters, which would dominate these tests' time)."""
+    model = BcosVGG(make_layers([8, "M", 16, "M", 512, "M"]), num_classes=10, init_weights=False)
+    model.classifier = nn.Sequential(
+        BcosConv2d(512, 16, kernel_size=7, padding=3), BcosConv2d(16, 16, kernel_size=1), BcosConv2d(16, 10, kernel_size=1)
+    )
+    return model
 
 
 def _vit(conv_stem: list[int] | None) -> nn.Module:
@@ -40,7 +50,7 @@ def _vit(conv_stem: list[int] | None) -> nn.Module:
 FAMILIES = {
     "resnet": (lambda: cifar10_resnet20(num_classes=10), 8),
     "densenet": (lambda: BcosDenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, num_classes=10), 16),
-    "vgg": (lambda: BcosVGG(make_layers([8, "M", 16, "M", 512, "M"]), num_classes=10, init_weights=False), 8),
+    "vgg": (_vgg, 8),
     "convnext": (lambda: convnext_atto(num_classes=10), 32),
     "simple_vit": (lambda: _vit(None), 16),
     "vitc": (lambda: _vit([8, 16]), 16),
@@ -182,6 +192,6 @@ def test_bcos_export_writes_an_onnx_file_and_a_program_that_reproduce_the_model(
     assert main([*common, "--output", str(tmp_path / "tiny.onnx")]) == 2  # never replaces a file unasked
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "exists" in error and "--overwrite" in error
-    assert main([*common, "--output", str(tmp_path / "tiny.onnx"), "--overwrite"]) == 0
+    assert main([*common, "--output", str(tmp_path / "tiny.pt2"), "--overwrite"]) == 0
     assert main([*common, "--output", str(tmp_path / "tiny.zip")]) == 2
     assert "--output must end in .onnx or .pt2" in capsys.readouterr().err
