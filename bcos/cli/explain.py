@@ -36,7 +36,7 @@ from torch import nn
 from bcos.atomic_io import atomic_write_text, results_folder
 from bcos.errors import ConfigError, DataNotFoundError, InputError, OutputError, unknown_name
 
-__all__ = ["get_parser", "collect_images", "load_for_explanation", "run_explain", "main", "EXAMPLES", "IMAGE_SUFFIXES"]
+__all__ = ["get_parser", "add_model_arguments", "collect_images", "load_for_explanation", "run_explain", "main", "EXAMPLES", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DEFAULT_OUTPUT = "explanations"
@@ -68,12 +68,7 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
         add_help=add_help,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image files and/or folders (searched recursively).")
-    model = parser.add_argument_group("model (--model NAME or --run RUN_DIR)")
-    model.add_argument("--model", metavar="NAME", help="A registered model, e.g. resnet50 (see 'bcos models').")
-    model.add_argument("--run", type=Path, metavar="RUN_DIR", help="A training run folder <base>/<dataset>/<base_network>/<experiment_name>.")
-    model.add_argument("--weights", type=Path, metavar="PATH", help="A weights file to load instead of the published weights / the run's checkpoint.")
-    model.add_argument("--reload", default=None, metavar="WHICH", help="Checkpoint of --run: last, best, best_any or epoch_<N> (default: best).")
-    model.add_argument("--ema", action="store_true", help="Use the EMA weights of --run.")
+    add_model_arguments(parser)
     what = parser.add_argument_group("explanations")
     what.add_argument("--top-k", type=int, default=1, dest="top_k", metavar="K", help="List and explain the K most likely classes (default: 1).")
     what.add_argument("--target", default=None, metavar="CLASS", help="Explain this class (index or name) for every image instead.")
@@ -88,6 +83,17 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
     run.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
     return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``/``--run`` with ``--weights``, ``--reload`` and ``--ema``: the options that
+    :func:`load_for_explanation` reads (shared by ``bcos explain`` and ``bcos export``)."""
+    model = parser.add_argument_group("model (--model NAME or --run RUN_DIR)")
+    model.add_argument("--model", metavar="NAME", help="A registered B-cos model, e.g. resnet50 (see 'bcos models').")
+    model.add_argument("--run", type=Path, metavar="RUN_DIR", help="A training run folder <base>/<dataset>/<base_network>/<experiment_name>.")
+    model.add_argument("--weights", type=Path, metavar="PATH", help="A weights file to load instead of the published weights / the run's checkpoint.")
+    model.add_argument("--reload", default=None, metavar="WHICH", help="Checkpoint of --run: last, best, best_any or epoch_<N> (default: best).")
+    model.add_argument("--ema", action="store_true", help="Use the EMA weights of --run.")
 
 
 # ----------------------------------------------------------------------------------------- images

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bcos.cli.errors import run_cli
+from bcos.cli.explain import add_model_arguments
 from bcos.errors import ConfigError
 
 __all__ = ["EXAMPLES", "FORMATS", "get_parser", "run_export", "main"]
@@ -38,12 +39,7 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=add_help,
     )
-    model = parser.add_argument_group("model (--model NAME or --run RUN_DIR)")
-    model.add_argument("--model", metavar="NAME", help="A registered B-cos model, e.g. resnet50 (see 'bcos models').")
-    model.add_argument("--run", type=Path, metavar="RUN_DIR", help="A training run folder <base>/<dataset>/<base_network>/<experiment_name>.")
-    model.add_argument("--weights", type=Path, metavar="PATH", help="A weights file to load instead of the published weights / the run's checkpoint.")
-    model.add_argument("--reload", default=None, metavar="WHICH", help="Checkpoint of --run: last, best, best_any or epoch_<N> (default: best).")
-    model.add_argument("--ema", action="store_true", help="Use the EMA weights of --run.")
+    add_model_arguments(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--output", "-o", type=Path, required=True, metavar="FILE", help="The file to write: NAME.onnx or NAME.pt2.")
     out.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists (default: refuse).")
@@ -56,7 +52,7 @@ def run_export(args: argparse.Namespace) -> Path:
     from PIL import Image
 
     from bcos import deploy
-    from bcos.cli.explain import load_for_explanation
+    from bcos.cli.explain import load_for_explanation  # the same loading as bcos explain
 
     suffix = args.output.suffix.lower()
     if suffix not in FORMATS:
