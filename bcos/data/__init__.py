@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bcos.data.categories import CIFAR10_CATEGORIES, DIGITS_CATEGORIES, IMAGENET_CATEGORIES
+from bcos.data.categories import CIFAR10_CATEGORIES, DIGITS_CATEGORIES, FASHION_MNIST_CATEGORIES, IMAGENET_CATEGORIES
 from bcos.data.presets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -29,6 +29,7 @@ _DATAMODULE_NAMES = (
     "CIFAR10DataModule",
     "ImageNetDataModule",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "ImageFolderTreesDataModule",
     "ImageFolderDataModule",
     "make_image_folder_datamodule",
@@ -39,6 +40,7 @@ _DATAMODULE_NAMES = (
 __all__ = [
     "CIFAR10_CATEGORIES",
     "DIGITS_CATEGORIES",
+    "FASHION_MNIST_CATEGORIES",
     "IMAGENET_CATEGORIES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",

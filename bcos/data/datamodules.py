@@ -14,6 +14,8 @@ Built-in data sets:
 * ``ImageNet``: ImageFolder trees ``<IMAGENET_PATH>/train`` and ``<IMAGENET_PATH>/val``.
 * ``Digits``: scikit-learn's bundled handwritten digits as 32x32 RGB images (no download), a
   fixed stratified 1,437 / 360 split; the offline data set for trying things out.
+* ``FashionMNIST``: 28x28 clothing photos padded to 32x32 RGB, 60,000 / 10,000, from ``DATA_ROOT``,
+  Debian's ``dataset-fashion-mnist`` package, or downloaded into ``DATA_ROOT`` (checksums).
 * ``ImageFolder``: custom data in ``<root>/train/<class>/*`` and ``<root>/val/<class>/*`` with
   ``root`` given as ``data.root`` in the config; the number of classes is read from the folder.
 
@@ -51,9 +53,10 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
 from bcos import settings
-from bcos.data.categories import CIFAR10_CATEGORIES, DIGITS_CATEGORIES, IMAGENET_CATEGORIES
+from bcos.data.categories import CIFAR10_CATEGORIES, DIGITS_CATEGORIES, FASHION_MNIST_CATEGORIES, IMAGENET_CATEGORIES
 from bcos.data.cifar import CIFAR10Dataset, download_cifar10
 from bcos.data.digits import DigitsDataset
+from bcos.data.fashion_mnist import FashionMNISTDataset
 from bcos.data.sampler import RASampler
 from bcos.data.shm_cache import cache_train_tree
 from bcos.data.transforms import make_train_collate
@@ -65,6 +68,7 @@ __all__ = [
     "CIFAR10DataModule",
     "ImageNetDataModule",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "ImageFolderTreesDataModule",
     "ImageFolderDataModule",
     "make_image_folder_datamodule",
@@ -388,6 +392,32 @@ class DigitsDataModule(ClassificationDataModule):
 
     def make_eval_dataset(self, transform: Callable) -> Dataset:
         return DigitsDataset(train=False, transform=transform)
+
+
+# ---------------------------------------------------------------------------------------- Fashion-MNIST
+class FashionMNISTDataModule(ClassificationDataModule):
+    """Fashion-MNIST padded to 32x32 RGB, official 60,000 / 10,000 split (see :mod:`bcos.data.fashion_mnist`).
+
+    Found in ``data.root`` / ``DATA_ROOT``, in Debian's ``/usr/share/datasets/fashion-mnist``, or
+    downloaded into ``DATA_ROOT`` when online.
+    """
+
+    NUM_CLASSES = 10
+    NUM_TRAIN_EXAMPLES = 60_000
+    NUM_EVAL_EXAMPLES = 10_000
+    CATEGORIES = FASHION_MNIST_CATEGORIES
+
+    def _root(self) -> str | None:
+        return self.config.get("root") or settings.data_root()
+
+    def prepare_data(self) -> None:
+        FashionMNISTDataset(self._root(), train=False)
+
+    def make_train_dataset(self, transform: Callable) -> Dataset:
+        return FashionMNISTDataset(self._root(), train=True, transform=transform)
+
+    def make_eval_dataset(self, transform: Callable) -> Dataset:
+        return FashionMNISTDataset(self._root(), train=False, transform=transform)
 
 
 # ---------------------------------------------------------------------------------------- ImageFolder trees
