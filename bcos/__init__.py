@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 _LAZY_EXPORTS = {
     "create_model": "bcos.models.registry",
     "list_models": "bcos.models.registry",
+    "bcosify": "bcos.bcosification",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

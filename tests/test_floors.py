@@ -27,7 +27,7 @@ FLOORS: list[list[str]] = [
     # build their evaluation transform from them, as torchvision's models use its transforms
     ["bcos.data"],
     ["bcos.explanation"],
-    ["bcos.models", "bcos.common", "bcos.deploy"],
+    ["bcos.models", "bcos.common", "bcos.deploy", "bcos.bcosification"],
     ["bcos.optim"],
     ["bcos.experiments"],
     ["bcos.explain"],
