@@ -117,7 +117,7 @@ def test_the_floor_test_sees_imports_inside_functions():
     assert {"bcos.explanation.contributions", "bcos.modules.explanation_mode"} <= found
     localisation = PACKAGE / "explain" / "localisation" / "analysis.py"
     inside_functions = {name for _, name in _imported_modules(localisation)}
-    assert {"bcos.experiments.utils.experiment", "bcos.data.datamodules", "bcos.explain.methods"} <= inside_functions
+    assert {"bcos.experiments.utils.experiment", "bcos.data.datamodule_sources", "bcos.explain.methods"} <= inside_functions
     assert _floor_of("bcos.data") < _floor_of("bcos.models.registry") == _floor_of("bcos.models") < _floor_of("bcos.optim")
     assert _floor_of("bcos.explanation.checks") < _floor_of("bcos.models") < _floor_of("bcos.explain.methods")
     assert _floor_of("bcos.explain") != _floor_of("bcos.explanation")  # a prefix of the name is not a parent

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from bcos.errors import ConfigError
+from bcos.experiments.utils.datasets import DATAMODULE_HELP, dataset_of_datamodule, resolve_datamodule
 
 __all__ = ["get_parser", "main", "run_evaluation", "load_model_and_config"]
 
@@ -46,6 +47,7 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--dataset",
         help="Any registered datamodule, e.g. ImageNet or CIFAR10 (default: ImageNet, or a hub model's own data set).",
     )
+    parser.add_argument("--datamodule", metavar="MODULE:CLASS", help=DATAMODULE_HELP)
     parser.add_argument("--base_network", help="The config collection, e.g. norm_ablations_final.")
     parser.add_argument("--experiment_name", help="The experiment (config) name in the collection.")
     source = parser.add_mutually_exclusive_group()
@@ -122,6 +124,7 @@ def _pretrained_source(model: torch.nn.Module) -> tuple[str, str, str] | None:
 
 def load_model_and_config(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Any]:
     """The model to evaluate, its experiment config and its Experiment (None for reference-style hub models)."""
+    args.dataset = dataset_of_datamodule(args.dataset, getattr(args, "datamodule", None))
     if args.hubconf is not None:
         if args.reload is not None or args.weights is not None or args.ema:
             raise ConfigError("--hubconf loads the published weights; drop --reload/--weights/--ema")
@@ -137,6 +140,7 @@ def load_model_and_config(args: argparse.Namespace) -> tuple[torch.nn.Module, di
 
     from bcos.experiments.utils.experiment import Experiment
 
+    resolve_datamodule(args.dataset, args.base_network)  # the data set is checked before any weights are read
     experiment = Experiment(args.dataset, args.base_network, args.experiment_name, base_directory=args.base_directory)
     if args.weights is not None:
         model = experiment.load_model_from_weights(args.weights, ema=args.ema)
@@ -153,9 +157,7 @@ def _test_loader(args: argparse.Namespace, config: dict[str, Any], experiment):
     if experiment is not None and experiment.dataset == args.dataset:
         datamodule = experiment.get_datamodule(**overrides)
     else:
-        from bcos.data.datamodules import get_datamodule_class
-
-        datamodule = get_datamodule_class(args.dataset)({**config["data"], **overrides})
+        datamodule = resolve_datamodule(args.dataset)({**config["data"], **overrides})
     datamodule.setup("test")
     return datamodule.test_dataloader()
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bcos.errors import ConfigError
+from bcos.experiments.utils.datasets import DATAMODULE_HELP
 
 if TYPE_CHECKING:
     from bcos.explain.localisation import LocalisationOptions
@@ -68,6 +69,7 @@ def get_parser(add_help: bool = True, multiple: bool = False) -> argparse.Argume
     source.add_argument("--model", default=None, help="A registered model name (see bcos.list_models()), e.g. resnet18.")
     source.add_argument("--weights", type=Path, default=None, help="A weights file to load instead (with --model or --save_path).")
     source.add_argument("--dataset", default=None, help="Data set for --model (default: the one its weights were trained on).")
+    source.add_argument("--datamodule", default=None, metavar="MODULE:CLASS", help=DATAMODULE_HELP)
     source.add_argument("--output_dir", type=Path, default=None, help="Folder for --model results (default: experiments/pretrained/<name>).")
 
     analysis = parser.add_argument_group("analysis")
@@ -113,6 +115,7 @@ def options_from_args(args: argparse.Namespace) -> LocalisationOptions:
         model=args.model,
         weights=args.weights,
         dataset=args.dataset,
+        datamodule=args.datamodule,
         output_dir=args.output_dir,
         analysis_config=args.analysis_config,
         explainer_name=args.explainer_name,
@@ -170,7 +173,7 @@ def _job_argvs(args: argparse.Namespace) -> list[list[str]]:
     if args.save_path is None:
         raise ConfigError("pass --save_path with one or more run folders")
     shared = ["--reload", args.reload, "--batch_size", str(args.batch_size)]
-    for flag, value in (("--weights", args.weights), ("--sample_size", args.sample_size), ("--num_workers", args.num_workers), ("--device", args.device)):
+    for flag, value in (("--weights", args.weights), ("--datamodule", args.datamodule), ("--sample_size", args.sample_size), ("--num_workers", args.num_workers), ("--device", args.device)):
         if value is not None:
             shared += [flag, str(value)]
     for flag, enabled in (("--ema", args.ema), ("--force_confidence_calculation", args.force_confidence_calculation)):

@@ -139,6 +139,8 @@ def _run_train(args: argparse.Namespace) -> int:
         if given:
             parser.error(f"{', '.join(given)} only apply with --finetune MODEL")
         missing = [f"--{d}" for d in _EXPERIMENT_OPTIONS if not getattr(args, d)]
+        if args.datamodule is not None and "--dataset" in missing:  # --dataset defaults to the datamodule's name
+            missing.remove("--dataset")
         if missing:
             parser.error(
                 f"the following arguments are required: {', '.join(missing)} "
@@ -163,7 +165,7 @@ def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )
     from bcos.training.run import TrainOptions
 
-    given = [f"--{d}" for d in _EXPERIMENT_OPTIONS if getattr(args, d)]
+    given = [f"--{d}" for d in (*_EXPERIMENT_OPTIONS, "datamodule") if getattr(args, d)]
     if given:
         parser.error(f"--finetune names the experiment itself; drop {', '.join(given)}")
     if args.data_dir is None:

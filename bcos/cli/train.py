@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from bcos.cli.errors import run_cli
 from bcos.errors import ConfigError
+from bcos.experiments.utils.datasets import DATAMODULE_HELP
 
 __all__ = ["get_parser", "validate_args", "main"]
 
@@ -33,8 +34,10 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     where = parser.add_argument_group("experiment")
     where.add_argument("--base_directory", default="./experiments", help="Where run folders are created.")
     where.add_argument(
-        "--dataset", required=True, help="Dataset name (any registered datamodule, e.g. CIFAR10, ImageNet, Digits)."
+        "--dataset", default=None,
+        help="Dataset name (any registered datamodule, e.g. CIFAR10, ImageNet, Digits; default: --datamodule's).",
     )
+    where.add_argument("--datamodule", default=None, metavar="MODULE:CLASS", help=DATAMODULE_HELP)
     where.add_argument("--base_network", required=True, help="The config collection in bcos/experiments/<dataset>/.")
     where.add_argument("--experiment_name", required=True, help="A config name from the collection's CONFIGS.")
 
@@ -124,11 +127,14 @@ def _process_count(text: str) -> int:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Check names and option combinations before anything starts (raises bcos errors)."""
-    from bcos.data.datamodules import get_datamodule_class
     from bcos.experiments.utils import get_config
+    from bcos.experiments.utils.datasets import resolve_datamodule
     from bcos.experiments.utils.run_folder import RunFolder
 
-    get_datamodule_class(args.dataset)  # unknown datasets name the registered ones
+    if args.dataset is None and args.datamodule is None:
+        raise ConfigError("pass --dataset NAME (or --datamodule MODULE:CLASS)")
+    # imports --datamodule and the collection (which may define the datamodule) before checking the name
+    args.dataset = resolve_datamodule(args.dataset, args.base_network, args.datamodule).dataset_name()
     run_folder = RunFolder.of(args.dataset, args.base_network, args.experiment_name, args.base_directory)
     get_config(args.dataset, args.base_network, args.experiment_name, run_folder=run_folder.path)
     validate_options(args)

@@ -35,6 +35,7 @@ from bcos.atomic_io import remove_stale_temporaries
 from bcos.cpu_allocator import keep_freed_memory_if_requested
 from bcos.errors import BcosError, CheckpointError, ConfigError, unknown_name
 from bcos.experiments.utils import Experiment, config_to_text
+from bcos.experiments.utils.datasets import dataset_of_datamodule
 from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, RunFolder
 from bcos.checkpoint_io import safe_load
 from bcos.training.atomic import AtomicCheckpointIO, atomic_write_text
@@ -102,6 +103,7 @@ class TrainOptions:
     fast_dev_run: bool = False
     debug: bool = False
     nodes: int | None = None  # set by the submitit launcher (the launcher's environment says the same)
+    datamodule: str | None = None  # --datamodule MODULE:CLASS, imported before the dataset is looked up
 
     @classmethod
     def from_namespace(cls, args: Any) -> TrainOptions:
@@ -310,7 +312,10 @@ def run_training(args: Any) -> pl.Trainer:
     options = TrainOptions.from_namespace(args)
     layout = launcher_layout()
     is_rank_zero = global_rank_from_env() == 0
-    # names, config and options are checked before any file is touched
+    # names, config and options are checked before any file is touched; a submitit job or spawned
+    # process imports --datamodule itself (the parent's registration does not travel with the options)
+    if options.datamodule is not None:
+        options = dataclasses.replace(options, dataset=dataset_of_datamodule(options.dataset, options.datamodule))
     experiment = Experiment(options.dataset, options.base_network, options.experiment_name, options.base_directory)
     config = experiment.config
     trainer_config, track_grad_norm = _trainer_config(options, config, layout)

@@ -2,7 +2,10 @@
 
 A collection is a package folder with an ``experiment_parameters.py`` (``CONFIGS``) and a
 ``model.py`` (``get_model``). Collections are discovered from the folders, so adding a folder is
-all it takes to add one; only the collection asked for is imported.
+all it takes to add one; only the collection asked for is imported. The folders searched are those
+of the package ``bcos.experiments`` (its ``__path__``): bcos's own, and any a plugin package
+appends (``bcos.experiments.__path__.append("/path/to/my_configs")``, holding
+``<dataset>/<collection>/``); a dataset's folder is taken from the first of them that has it.
 
 A collection whose experiments are made at run time (fine-tuning) also defines
 ``config_of_run_folder(run_folder) -> config``: the config of such an experiment is read from what
@@ -40,6 +43,18 @@ RUN_FOLDER_CONFIG_FUNCTION = "config_of_run_folder"
 _EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent
 
 
+def _experiments_folders() -> list[Path]:
+    """The folders of the package ``bcos.experiments`` (bcos's own first)."""
+    import bcos.experiments
+
+    folders = [_EXPERIMENTS_DIR]
+    for entry in getattr(bcos.experiments, "__path__", []):
+        folder = Path(entry).resolve()
+        if folder not in folders and folder.is_dir():
+            folders.append(folder)
+    return folders
+
+
 def _is_collection(folder: Path) -> bool:
     return (folder / f"{CONFIGS_MODULE}.py").is_file() and (
         folder / f"{MODEL_FACTORY_MODULE}.py"
@@ -54,12 +69,17 @@ def list_collections(dataset: str | None = None) -> dict[str, list[str]]:
             :class:`~bcos.errors.UnknownNameError` with the closest match).
     """
     found: dict[str, list[str]] = {}
-    for dataset_dir in sorted(_EXPERIMENTS_DIR.iterdir()):
-        if not dataset_dir.is_dir() or dataset_dir.name.startswith(("_", ".")):
-            continue
-        names = sorted(d.name for d in dataset_dir.iterdir() if d.is_dir() and _is_collection(d))
-        if names:
-            found[dataset_dir.name] = names
+    seen: set[str] = set()
+    for experiments_dir in _experiments_folders():
+        for dataset_dir in sorted(experiments_dir.iterdir()):
+            # Python imports bcos.experiments.<dataset> from the first folder that holds it
+            if not dataset_dir.is_dir() or dataset_dir.name.startswith(("_", ".")) or dataset_dir.name in seen:
+                continue
+            seen.add(dataset_dir.name)
+            names = sorted(d.name for d in dataset_dir.iterdir() if d.is_dir() and _is_collection(d))
+            if names:
+                found[dataset_dir.name] = names
+    found = dict(sorted(found.items()))
     if dataset is None:
         return found
     if dataset not in found:
@@ -76,7 +96,11 @@ def get_configs_and_model_factory(
     closest match. The returned ``CONFIGS`` is the collection's own dict: copy a config before
     changing it (or use :func:`get_config`).
     """
-    collections = list_collections(dataset)[dataset]
+    every = list_collections()
+    if dataset not in every:
+        error = unknown_name("dataset", dataset, every)
+        raise type(error)(f"{error}; a data set's configs go to bcos/experiments/{dataset}/<collection>/ (docs/configs.md)")
+    collections = every[dataset]
     if base_network not in collections:
         raise unknown_name(f"config collection (base_network) of {dataset}", base_network, collections)
     package = ".".join([ROOT, BASE_EXPERIMENTS_DIRECTORY, dataset, base_network])

@@ -116,9 +116,9 @@ class Experiment:
 
         Needs the training extra (Lightning). The experiment's own config is left unchanged.
         """
-        from bcos.data.datamodules import get_datamodule_class
+        from bcos.experiments.utils.datasets import resolve_datamodule
 
-        datamodule_class = get_datamodule_class(self.dataset)
+        datamodule_class = resolve_datamodule(self.dataset, self.base_network)
         data_config = copy.deepcopy(self.config["data"])
         data_config.update(data_config_overrides)
         return datamodule_class(data_config)

@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import torch
 
 from bcos.atomic_io import atomic_open, atomic_write_text, results_folder, safe_path_component
 from bcos.errors import ConfigError, InputError
+from bcos.experiments.utils.datasets import dataset_of_datamodule, resolve_datamodule
 from bcos.explain.localisation.pointing_game import (
     ConfidenceRanking,
     LocalisationConfig,
@@ -84,6 +85,8 @@ class LocalisationOptions:
         model: a registered model name (``bcos.list_models()``).
         weights: a weights file to load instead (with ``model`` or ``save_path``).
         dataset: the data set for ``model`` (default: the one its weights were trained on).
+        datamodule: ``MODULE:CLASS`` of a datamodule defined outside bcos, imported first
+            (``--datamodule``; for ``model`` the data set defaults to its name).
         output_dir: the folder for ``model`` results (default ``experiments/pretrained/<name>``).
         analysis_config: the grid set-up, e.g. ``500_3x3`` or ``250_2x2_rescale``.
         explainer_name, explainer_config: the explanation method and its named configuration.
@@ -104,6 +107,7 @@ class LocalisationOptions:
     model: str | None = None
     weights: str | Path | None = None
     dataset: str | None = None
+    datamodule: str | None = None
     output_dir: str | Path | None = None
     analysis_config: str = "500_3x3"
     explainer_name: str = "Ours"
@@ -172,6 +176,13 @@ def load_subject(options: LocalisationOptions) -> LoadedSubject:
     """Load the model the options name (a run folder, or a registry model) and its data config."""
     if (options.save_path is None) == (options.model is None):
         raise ConfigError("pass either --save_path RUN_FOLDER or --model NAME")
+    if options.datamodule is not None:
+        from bcos.data.datamodule_sources import import_datamodule
+
+        if options.model is not None:
+            options = replace(options, dataset=dataset_of_datamodule(options.dataset, options.datamodule))
+        else:
+            import_datamodule(options.datamodule)  # the run folder names the data set
     if options.model is not None:
         return _keyed_by_weights(_load_registry_model(options))
 
@@ -225,8 +236,6 @@ def _load_registry_model(options: LocalisationOptions) -> LoadedSubject:
 
 
 def _eval_datamodule(subject: LoadedSubject, options: LocalisationOptions, rescale_by: int | None):
-    from bcos.data.datamodules import get_datamodule_class
-
     config = dict(subject.data_config)
     config["batch_size"] = options.batch_size
     if options.num_workers is not None:
@@ -239,7 +248,7 @@ def _eval_datamodule(subject: LoadedSubject, options: LocalisationOptions, resca
                 "(use an evaluation preset from bcos.data.presets or a config without _rescale)"
             )
         config["test_transform"] = transform.rescaled(rescale_by)
-    datamodule = get_datamodule_class(subject.dataset)(config)
+    datamodule = resolve_datamodule(subject.dataset)(config)
     datamodule.setup("test")
     return datamodule
 
