@@ -94,6 +94,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--weights", type=Path, metavar="PATH", help="A weights file to load instead of the published weights / the run's checkpoint.")
     model.add_argument("--reload", default=None, metavar="WHICH", help="Checkpoint of --run: last, best, best_any or epoch_<N> (default: best).")
     model.add_argument("--ema", action="store_true", help="Use the EMA weights of --run.")
+    model.add_argument(
+        "--datamodule", metavar="MODULE:CLASS",
+        help="For --run: import the run's datamodule defined outside bcos, e.g. mypkg.data:FlowersDataModule.",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- images
@@ -215,6 +219,10 @@ def _from_run(args: argparse.Namespace) -> LoadedModel:
     run = args.run
     if not run.is_dir():
         raise DataNotFoundError(f"run folder {str(run)!r} does not exist; pass <base>/<dataset>/<base_network>/<experiment_name>")
+    if getattr(args, "datamodule", None) is not None:
+        from bcos.data.datamodule_sources import import_datamodule
+
+        import_datamodule(args.datamodule)
     experiment = Experiment(run)
     if args.weights is not None:
         model = experiment.load_model_from_weights(args.weights, ema=args.ema)
@@ -225,9 +233,9 @@ def _from_run(args: argparse.Namespace) -> LoadedModel:
         weights = f"{run} (reload={reload}{', EMA' if args.ema else ''})"
     categories = getattr(model, "categories", None)  # e.g. a fine-tuned model's classes
     if categories is None:
-        from bcos.data.datamodules import get_datamodule_class
+        from bcos.experiments.utils.datasets import resolve_datamodule
 
-        known = get_datamodule_class(experiment.dataset).CATEGORIES
+        known = resolve_datamodule(experiment.dataset, experiment.base_network).CATEGORIES
         categories = list(known) if known else None
     transform = _fixed_size(experiment.config["data"]["test_transform"])
     details = {
@@ -241,8 +249,8 @@ def load_for_explanation(args: argparse.Namespace) -> LoadedModel:
     """The model that ``--model``/``--run`` (and ``--weights``) name, in eval mode."""
     if (args.model is None) == (args.run is None):
         raise ConfigError("pass --model NAME (a registered model) or --run RUN_DIR (a training run), not both or neither")
-    if args.model is not None and (args.reload is not None or args.ema):
-        raise ConfigError("--reload and --ema choose a checkpoint of --run RUN_DIR; drop them with --model")
+    if args.model is not None and (args.reload is not None or args.ema or getattr(args, "datamodule", None)):
+        raise ConfigError("--reload, --ema and --datamodule apply to --run RUN_DIR; drop them with --model")
     loaded = _from_registry(args) if args.model is not None else _from_run(args)
     loaded.model.eval()
     return loaded
