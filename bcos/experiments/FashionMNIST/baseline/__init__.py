@@ -1,0 +1,1 @@
+"""Standard CIFAR-style ResNets on Fashion-MNIST: the non-B-cos twins of ``bcos_fast`` and the ablation."""
