@@ -25,7 +25,17 @@ __all__ = [
 
 
 class BcosError(Exception):
-    """Base class of all errors caused by user input; the message names the fix."""
+    """Base class of all errors caused by user input; the message names the fix.
+
+    Raised in a data-loader worker, the error reaches the main process re-created by torch with
+    ``"Caught <class> in DataLoader worker process N. Original Traceback ..."`` as its message;
+    the message is then cut back to the original one line.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_original_message(args[0]),)
+        super().__init__(*args)
 
 
 class UnknownNameError(BcosError, ValueError):
@@ -58,6 +68,15 @@ class OutputError(BcosError, OSError):
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)  # one argument: str() is the message alone, without "[Errno N]"
         self.errno = errno
+
+
+def _original_message(message: str) -> str:
+    # torch.utils.data's ExceptionWrapper: "Caught X in ...\nOriginal Traceback ...\nmodule.X: message\n"
+    if not (message.startswith("Caught ") and "\nOriginal Traceback" in message):
+        return message
+    last = message.rstrip().splitlines()[-1]
+    _, separator, original = last.partition(": ")
+    return original if separator else message
 
 
 # typos that look alike: O/0, l/1, I/1, and - / _ / space

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from bcos.atomic_io import atomic_write_text, results_folder
+from bcos.data.image_files import as_rgb
 from bcos.errors import ConfigError, DataNotFoundError, InputError, OutputError, unknown_name
 
 __all__ = ["get_parser", "add_model_arguments", "collect_images", "load_for_explanation", "run_explain", "main", "EXAMPLES", "IMAGE_SUFFIXES"]
@@ -302,18 +303,7 @@ def _progress(total: int, enabled: bool):
 
 
 # ----------------------------------------------------------------------------------------- main
-def _as_rgb(image: Any) -> Any:
-    """``image`` as 8-bit RGB; 16-bit grey images are scaled down (PIL's convert would clip them to white)."""
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        import numpy as np
-
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode != "I" or values.max(initial=0) > 255:
-            values = values / 257.0  # 65535 -> 255
-        return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), mode="L").convert("RGB")
-    return image.convert("RGB")
+_as_rgb = as_rgb  # the name the tests and earlier code use
 
 
 def _batches(images: Sequence[tuple[Path, str]], transform: Callable, batch_size: int):

@@ -14,6 +14,7 @@ The reader unpickles only plain data and numpy arrays: a crafted file cannot run
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -72,10 +73,14 @@ def download_cifar10(root: str | Path) -> Path:
         return folder
     from torchvision.datasets.utils import download_and_extract_archive
 
+    created = [folder for folder in (root, *root.parents) if not folder.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         download_and_extract_archive(CIFAR10_URL, str(root), md5=CIFAR10_ARCHIVE_MD5)
     except Exception as error:  # network, disk and checksum failures all mean "data not available"
+        for folder in created:  # a mistyped DATA_ROOT leaves no folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataNotFoundError(
             f"CIFAR-10 is not in DATA_ROOT={str(root)!r} and downloading {CIFAR10_URL} failed ({reason}); "

@@ -57,6 +57,7 @@ from bcos.data.categories import CIFAR10_CATEGORIES, DIGITS_CATEGORIES, FASHION_
 from bcos.data.cifar import CIFAR10Dataset, download_cifar10
 from bcos.data.digits import DigitsDataset
 from bcos.data.fashion_mnist import FashionMNISTDataset
+from bcos.data.image_files import load_image
 from bcos.data.sampler import RASampler
 from bcos.data.shm_cache import cache_train_tree
 from bcos.data.transforms import make_train_collate
@@ -477,7 +478,8 @@ class ImageFolderTreesDataModule(ClassificationDataModule, register=False):
 
     def _image_folder(self, folder: Path, transform: Callable) -> ImageFolder:
         try:
-            dataset = ImageFolder(str(folder), transform=transform)
+            # load_image: a broken file ends in one line naming it, not a worker's traceback
+            dataset = ImageFolder(str(folder), transform=transform, loader=load_image)
         except FileNotFoundError as error:  # no class folders, or class folders without images
             raise DataNotFoundError(f"{str(folder)!r} is not a usable ImageFolder tree: {error}") from error
         if len(dataset.classes) != self.num_classes:
