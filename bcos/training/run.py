@@ -43,6 +43,7 @@ from bcos.training.callbacks import ExplanationsLogger, MetricsTracker
 from bcos.training.callbacks.checkpointing import checkpoint_callbacks
 from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
 from bcos.training.callbacks.random_state import RandomStateCheckpoint
+from bcos.training.loggers import AtomicCSVLogger, AtomicTensorBoardLogger
 from bcos.training.processes import ProcessLayout, global_rank_from_env, launcher_layout
 from bcos.training.resume_check import check_resume_fits
 from bcos.training.run_lock import RunFolderLock
@@ -211,13 +212,13 @@ def _loggers(options: TrainOptions, run_folder: RunFolder) -> list[pl_loggers.Lo
             )
         )
     if options.csv_logger:
-        loggers.append(pl_loggers.CSVLogger(save_dir=str(run_folder.csv_logs_dir), name="", flush_logs_every_n_steps=1000))
+        loggers.append(AtomicCSVLogger(save_dir=str(run_folder.csv_logs_dir), name="", flush_logs_every_n_steps=1000))
     if options.tensorboard_logger:
         base = Path(options.base_directory)
         # the reference's tb_logs/<base_directory>/<dataset>/... next to the working directory;
         # an absolute base directory keeps the logs inside the run folder instead
         root = run_folder.path / "tb_logs" if base.is_absolute() else Path("tb_logs", base, *run_folder.path.parts[-3:])
-        loggers.append(pl_loggers.TensorBoardLogger(save_dir=str(root), name=options.experiment_name))
+        loggers.append(AtomicTensorBoardLogger(save_dir=str(root), name=options.experiment_name))
     return loggers
 
 
