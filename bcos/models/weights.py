@@ -10,9 +10,9 @@ truncated or wrong file is never used silently. Reading, hashing and loading the
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +84,22 @@ def find_local_file(file_name: str) -> Path | None:
     return None
 
 
+# errors of a cache folder that cannot take the file (a network failure has no errno or another one)
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _download_failed(weights: WeightsFile, error: BaseException) -> CheckpointError:
+    places = " or ".join(str(d / weights.file_name) for d in search_dirs())
+    reason = getattr(error, "reason", None) or error
+    return CheckpointError(f"could not download {weights.url} ({reason}); download it by hand and place it at {places}")
+
+
 def fetch_weights_file(weights: WeightsFile, progress: bool = True) -> Path:
     """Path to a verified local copy of ``weights``, downloading it into torch.hub's cache if needed.
 
-    Raises :class:`CheckpointError` when a local copy has the wrong hash, or when the download is
-    impossible (the message names the URL and where to place the file by hand).
+    Raises :class:`CheckpointError` when a local copy has the wrong hash, when the download is
+    impossible (the message names the URL and where to place the file by hand), or when the cache
+    folder cannot take the file (it names the folder, ``TORCH_HOME`` and ``BCOS_WEIGHTS_DIR``).
     """
     local = find_local_file(weights.file_name)
     if local is not None:
@@ -102,11 +113,13 @@ def fetch_weights_file(weights: WeightsFile, progress: bool = True) -> Path:
         torch.hub.download_url_to_file(
             weights.url, str(target), hash_prefix=weights.sha256_prefix, progress=progress
         )
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        places = " or ".join(str(d / weights.file_name) for d in search_dirs())
-        reason = getattr(error, "reason", None) or error
+    except OSError as error:  # URLError (no network) and TimeoutError are OSErrors too
+        if error.errno not in _UNWRITABLE:
+            raise _download_failed(weights, error) from error
+        reason = (error.strerror or os.strerror(error.errno)).lower()
         raise CheckpointError(
-            f"could not download {weights.url} ({reason}); download it by hand and place it at {places}"
+            f"cannot store {weights.file_name} in torch.hub's cache '{target.parent}' ({reason}); set "
+            f"TORCH_HOME to a writable folder, or put the file into a folder named by {WEIGHTS_DIR_ENV}"
         ) from error
     except RuntimeError as error:  # torch.hub: "invalid hash value (expected ..., got ...)"
         raise CheckpointError(

@@ -40,6 +40,7 @@ from bcos.experiments.utils.run_folder import CONFIG_FILENAME, METRICS_DIRNAME, 
 from bcos.checkpoint_io import safe_load
 from bcos.training.atomic import AtomicCheckpointIO, atomic_write_text
 from bcos.training.callbacks import ExplanationsLogger, MetricsTracker
+from bcos.training.callbacks.b_schedule import BSchedule
 from bcos.training.callbacks.checkpointing import checkpoint_callbacks
 from bcos.training.callbacks.explanation_logger import EXPLANATIONS_DIRNAME
 from bcos.training.callbacks.random_state import RandomStateCheckpoint
@@ -327,7 +328,10 @@ def run_training(args: Any) -> pl.Trainer:
     lock = RunFolderLock(run_folder) if is_rank_zero else contextlib.nullcontext()
     with lock:
         if is_rank_zero:  # half-written files of a killed earlier run; nobody else writes here now
-            remove_stale_temporaries(run_folder.path, run_folder.metrics_dir, run_folder.path / EXPLANATIONS_DIRNAME)
+            remove_stale_temporaries(
+                run_folder.path, run_folder.metrics_dir, run_folder.path / EXPLANATIONS_DIRNAME,
+                *run_folder.csv_logs_dir.glob("version_*"),
+            )  # fmt: skip
         resume = options.resume and not options.fast_dev_run
         ckpt_path = run_folder.last_checkpoint if resume and run_folder.last_checkpoint.exists() else None
         resumed = None
@@ -362,6 +366,8 @@ def run_training(args: Any) -> pl.Trainer:
         loggers = _loggers(options, run_folder)
         callbacks = _callbacks(options, run_folder, has_ema=module.ema is not None, has_logger=bool(loggers))
         callbacks.append(RandomStateCheckpoint())  # a resumed run shuffles and augments as an uninterrupted one
+        if config.get("b_schedule") is not None:  # B-cosified models: B raised from its start value (bcosify)
+            callbacks.append(BSchedule.from_config(config["b_schedule"]))
         overrides = {"cache_dataset": options.cache_dataset} if options.cache_dataset else {}
         datamodule = module.experiment.get_datamodule(**overrides)
 
