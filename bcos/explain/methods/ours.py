@@ -1,7 +1,9 @@
 """The B-cos explanation as an explainer: contributions ``x ⊙ W(x)`` ("Ours", "OursRelative").
 
 Both call :func:`bcos.explanation.contributions.explain`, the one definition of W(x): one forward and
-one backward in explanation mode for the whole batch.
+one backward in explanation mode for the whole batch. Given an
+:class:`~bcos.explain.image_space.ImageSpaceModel` they explain images [N, 3, H, W]: the
+contributions of ``x`` and ``1 - x`` are summed per colour channel, so they still add up to the logit.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from torch import Tensor, nn
 
 from bcos.errors import InputError
 from bcos.explanation.contributions import explain
+from bcos.explain.image_space import ImageSpaceModel
 from bcos.explain.methods.base import Explainer
 
 __all__ = ["Ours", "OursRelative", "MeanCorrectedLogits"]
@@ -35,6 +38,8 @@ class Ours(Explainer):
         _require_explanation_mode(model, "Ours")
 
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        if isinstance(self.model, ImageSpaceModel):
+            return self.model.contributions(inputs, targets)
         explanation = explain(self.model, inputs, targets, explanation_image=False)
         return inputs * explanation.dynamic_linear_weights
 
@@ -58,7 +63,10 @@ class OursRelative(Ours):
     """
 
     def _attribute(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        wrapper = MeanCorrectedLogits(self.model)
+        image_space = isinstance(self.model, ImageSpaceModel)
+        wrapper = MeanCorrectedLogits(self.model.model if image_space else self.model)
         wrapper.training = self.model.training  # the wrapper itself has no state; mirror the model's mode
+        if image_space:
+            return self.model.contributions(inputs, targets, model=wrapper)
         explanation = explain(wrapper, inputs, targets, explanation_image=False)
         return inputs * explanation.dynamic_linear_weights
