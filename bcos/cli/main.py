@@ -42,6 +42,9 @@ TRAIN_EXAMPLES = """examples:
     bcos train --finetune resnet50 --data-dir my_images/ --freeze-backbone --batch-size 16
   then explain with the fine-tuned model:
     bcos explain my_images/ --run experiments/ImageFolder/finetune/resnet18-my_images
+  B-cosify a standard torchvision/timm model and fine-tune it (published weights, or --weights FILE offline):
+    bcos train --bcosify resnet18 --data-dir my_images/ --epochs 5
+    bcos train --bcosify timm/convnext_atto --weights convnext_atto.pth --data-dir my_images/ --b-start 1 --b-warmup-epochs 2
 
 Runs resume from last.ckpt; --force-no-resume starts over.
 """
@@ -78,10 +81,18 @@ _FINETUNE_OPTIONS = {
     "val_fraction": "--val-fraction",
 }
 _EXPERIMENT_OPTIONS = ("dataset", "base_network", "experiment_name")
+# the options of `bcos train --bcosify` only (dest -> shown name)
+_BCOSIFY_OPTIONS = {
+    "b": "--b",
+    "b_start": "--b-start",
+    "b_warmup_epochs": "--b-warmup-epochs",
+    "bias": "--bias",
+    "max_pool": "--max-pool",
+}
 
 # command -> one-line help (the full parser of a command is only built when it runs)
 _HELP = {
-    "train": "Train an experiment config, or fine-tune a published model on your images.",
+    "train": "Train an experiment config, fine-tune a published model, or B-cosify a torchvision/timm model.",
     "evaluate": "Top-1/top-5 accuracy of a trained, fine-tuned or published model.",
     "explain": "Explain your images: PNGs and an HTML report.",
     "localise": "Localisation analysis (grid pointing game) of a model's explanations.",
@@ -127,6 +138,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     ft.add_argument("--no-pretrained", dest="no_pretrained", action="store_true", help="Start from random weights (not recommended).")
     ft.add_argument("--name", help="Run name (default: <model>-<data folder>[-frozen]).")
     ft.add_argument("--val-fraction", dest="val_fraction", type=float, metavar="F", help="Validation share when FOLDER is not split (default: 0.2).")
+    bf = parser.add_argument_group("B-cosification (with --bcosify NAME; the fine-tuning options above apply too)")
+    bf.add_argument("--bcosify", metavar="NAME", help="A torchvision or timm model to B-cosify and fine-tune, e.g. resnet18 or timm/convnext_atto (docs/bcosify.md).")
+    bf.add_argument("--b", type=float, help="Target B of the B-cos layers (default: 2).")
+    bf.add_argument("--b-start", dest="b_start", type=float, metavar="B", help="Raise B linearly from this value (e.g. 1) to --b (default: --b from the start).")
+    bf.add_argument("--b-warmup-epochs", dest="b_warmup_epochs", type=int, metavar="N", help="Epochs over which B grows from --b-start to --b.")
+    bf.add_argument("--bias", choices=["remove", "keep"], help="remove (default): complete explanations; keep: every bias stays.")
+    bf.add_argument("--max-pool", dest="max_pool", choices=["keep", "avg"], help="Keep max pooling (default) or use average pooling.")
     parser.set_defaults(handler=_run_train, command_parser=parser)
 
 
@@ -134,10 +152,18 @@ def _run_train(args: argparse.Namespace) -> int:
     from bcos.cli.train import validate_args
 
     parser: argparse.ArgumentParser = args.command_parser
+    if args.bcosify is None:
+        given = [flag for dest, flag in _BCOSIFY_OPTIONS.items() if getattr(args, dest) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} only apply with --bcosify NAME")
+    elif args.finetune is not None:
+        parser.error("--finetune (a published B-cos model) and --bcosify (a standard model) exclude each other; pick one")
+    else:
+        return _run_bcosify(args, parser)
     if args.finetune is None:
         given = [flag for dest, flag in _FINETUNE_OPTIONS.items() if getattr(args, dest) not in (None, False)]
         if given:
-            parser.error(f"{', '.join(given)} only apply with --finetune MODEL")
+            parser.error(f"{', '.join(given)} only apply with --finetune MODEL or --bcosify NAME")
         missing = [f"--{d}" for d in _EXPERIMENT_OPTIONS if not getattr(args, d)]
         if args.datamodule is not None and "--dataset" in missing:  # --dataset defaults to the datamodule's name
             missing.remove("--dataset")
@@ -204,6 +230,54 @@ def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         f"{' with a frozen backbone' if spec.freeze_backbone else ''}"
     )
     finetune(spec, base_directory=args.base_directory, **options)
+    run_folder = Path(args.base_directory) / DATASET / COLLECTION / spec.name
+    print(f"\nRun folder: {run_folder}")
+    print(f"Explain images with it:  bcos explain IMAGES... --run {run_folder}")
+    print(f"Evaluate it:             bcos evaluate --dataset {DATASET} --base_network {COLLECTION} "
+          f"--experiment_name {spec.name} --reload best --base_directory {args.base_directory}")
+    return 0
+
+
+def _run_bcosify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bcos.cli.train import validate_options
+    from bcos.training.bcosify import COLLECTION, DATASET, bcosify_and_finetune, make_bcosify_spec
+    from bcos.training.bcosify import make_config as make_bcosify_config
+    from bcos.training.run import TrainOptions
+
+    given = [f"--{d}" for d in _EXPERIMENT_OPTIONS if getattr(args, d)]
+    if given:
+        parser.error(f"--bcosify names the experiment itself; drop {', '.join(given)}")
+    if args.data_dir is None:
+        parser.error("--bcosify needs --data-dir FOLDER (FOLDER/<class>/<images> or FOLDER/{train,val}/<class>/<images>)")
+    if args.weights is not None and args.no_pretrained:
+        parser.error("--weights and --no-pretrained exclude each other")
+    if args.freeze_backbone:
+        parser.error("--freeze-backbone does not apply to --bcosify: every B-cos layer must learn")
+    chosen = {
+        "name": args.name, "epochs": args.epochs, "batch_size": args.ft_batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "image_size": args.image_size, "num_workers": args.num_workers,
+        "seed": args.seed, "weights": args.weights, "val_fraction": args.val_fraction,
+        **{dest: getattr(args, dest) for dest in _BCOSIFY_OPTIONS},
+    }  # fmt: skip
+    spec = make_bcosify_spec(
+        args.bcosify,
+        args.data_dir,
+        pretrained=not args.no_pretrained,
+        base_directory=args.base_directory,
+        replace=not args.resume,
+        **{k: v for k, v in chosen.items() if v is not None},
+    )
+    make_bcosify_config(spec)
+    args.dataset, args.base_network, args.experiment_name = DATASET, COLLECTION, spec.name
+    validate_options(args)
+    names = {f.name for f in dataclasses.fields(TrainOptions)} - {*_EXPERIMENT_OPTIONS, "base_directory"}
+    options = {k: v for k, v in vars(args).items() if k in names}
+    start = "random weights" if not spec.pretrained else (spec.weights or "the published weights")
+    print(
+        f"B-cosifying {spec.model} (B={spec.b:g}{f' from {spec.b_start:g}' if spec.b_start is not None else ''}, "
+        f"bias={spec.bias}) from {start} and fine-tuning it on {spec.num_classes} classes from {spec.data_dir}"
+    )
+    bcosify_and_finetune(spec, base_directory=args.base_directory, **options)
     run_folder = Path(args.base_directory) / DATASET / COLLECTION / spec.name
     print(f"\nRun folder: {run_folder}")
     print(f"Explain images with it:  bcos explain IMAGES... --run {run_folder}")
