@@ -56,6 +56,13 @@ def test_bcosify_command_end_to_end_offline(tmp_path, capsys):
     explanation = model.explain(x)
     assert explanation.contribution_map.shape == (1, 32, 32)
 
+    # the run is a run like any other: bcos explain --run finds its model and classes
+    image = next((data / "val" / "shoe").iterdir())
+    output = tmp_path / "explanations"
+    assert main(["explain", str(image), "--run", str(run), "--reload", "last", "--output", str(output), "--no-progress"]) == 0
+    predictions = json.loads((output / "predictions.json").read_text())
+    assert json.dumps(predictions).count("shirt") + json.dumps(predictions).count("shoe") >= 1
+
 
 def test_bcosify_command_errors_are_one_line(tmp_path, capsys):
     data = make_tiny_image_folder(tmp_path / "d", ["a", "b"], n_per_class=2)
