@@ -225,3 +225,71 @@ def test_a_mistyped_cifar10_data_root_names_it_and_leaves_no_folder_behind(tmp_p
     assert f"CIFAR-10 is not in DATA_ROOT='{typo}'" in message and "point DATA_ROOT to a copy" in message
     assert "\n" not in message
     assert not (tmp_path / "cifar_typo").exists()  # the mistyped folder is not left behind
+
+
+# ------------------------------------------------------------------------------------ bad numbers
+def test_an_absurd_localisation_smoothing_window_is_exact_without_the_memory():
+    from bcos.errors import ConfigError
+    from bcos.explain.localisation import cell_fractions
+    from bcos.explain.localisation.pointing_game import smooth_attributions
+
+    torch.manual_seed(0)
+    maps = torch.randn(2, 12, 12, dtype=torch.float64)
+    direct = torch.nn.functional.avg_pool2d(maps[:, None], 31, stride=1, padding=15)[:, 0]  # 31 > 2*12-1: whole image
+    torch.testing.assert_close(smooth_attributions(maps, 31), direct)
+    huge = smooth_attributions(maps, 200_001)  # unbounded, this pads to 200,012² pixels (320 GB)
+    torch.testing.assert_close(huge, direct * (31 / 200_001) ** 2)
+    torch.testing.assert_close(cell_fractions(maps, 2, smooth=200_001), cell_fractions(maps, 2, smooth=23))
+    for bad in (0, -3, 4, 2.5, float("nan"), True):
+        with pytest.raises(ConfigError, match="smooth must be a positive odd integer"):
+            smooth_attributions(maps, bad)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(warmup_epochs=float("nan")), "warmup_epochs must be positive"),
+        (dict(warmup_epochs=-1), "warmup_epochs must be positive"),
+        (dict(name="steplr", step_size=0), "step_size must be a positive number of epochs, got 0"),
+        (dict(name="steplr", step_size=float("nan")), "step_size must be a positive number of epochs, got nan"),
+        (dict(epochs=float("inf")), "epochs must be positive, got inf"),
+        (dict(warmup_decay=float("nan")), r"warmup_decay must be in \(0, 1\]"),
+    ],
+)
+def test_nan_or_non_positive_schedule_lengths_are_config_errors(settings, message):
+    from bcos.errors import ConfigError
+    from bcos.optim import LRSchedulerFactory
+
+    with pytest.raises(ConfigError, match=message):
+        LRSchedulerFactory(**{"name": "cosineannealinglr", "epochs": 4, **settings})
+
+
+def test_bad_numbers_on_the_command_line_are_one_line(tiny, tmp_path, capsys):
+    flat = make_tiny_image_folder(tmp_path / "fruit", CLASSES, 3, splits=("all",), image_size=36) / "all"
+    train = ["train", "--finetune", TINY_NAME, "--data-dir", str(flat), "--weights", str(tiny),
+             "--base_directory", str(tmp_path / "runs"), "--fast_dev_run"]  # fmt: skip
+    image = flat / "apple" / "0.png"
+    explain = ["explain", str(image), "--model", TINY_NAME, "--weights", str(tiny), "--output", str(tmp_path / "out")]
+    localise = ["localise", "--model", TINY_NAME, "--weights", str(tiny), "--device", "cpu", "--output_dir", str(tmp_path / "loc")]
+    cases = [
+        ([*train, "--lr", "nan"], "optimizer lr must be a non-negative number, got nan"),
+        ([*train, "--lr", "-1"], "fine-tuning needs lr > 0"),
+        ([*train, "--weight-decay", "nan"], "optimizer weight_decay must be a finite number, got nan"),
+        ([*train, "--epochs", "0"], "fine-tuning epochs must be at least 1, got 0"),
+        ([*train, "--batch-size", "0"], "fine-tuning batch_size must be at least 1, got 0"),
+        ([*train, "--val-fraction", "nan"], "val_fraction must be between 0 and 1, got nan"),
+        ([*train, "--num-workers", "-1"], "num_workers must be >= 0, got -1"),
+        ([*explain, "--smooth", "-1"], "--smooth must be >= 0, got -1"),
+        ([*explain, "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        ([*explain, "--top-k", "0"], "--top-k must be at least 1, got 0"),
+        ([*localise, "--smooth", "4"], "smooth must be a positive odd integer (1 means no smoothing), got 4"),
+        ([*localise, "--smooth", "-1"], "smooth must be a positive odd integer (1 means no smoothing), got -1"),
+        ([*localise, "--smooth", "1", "--sample_size", "0"], "--sample_size must be at least 1, got 0"),
+        ([*localise, "--smooth", "1", "--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+    ]
+    for argv, message in cases:
+        assert bcos_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert _error_lines(err) == [f"error: {message}" + _error_lines(err)[0].split(message, 1)[1]], (argv, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "loc").exists()

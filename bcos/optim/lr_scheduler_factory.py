@@ -24,6 +24,11 @@ _WARMUP_METHODS = ("constant", "linear")
 _INTERVALS = ("epoch", "step")
 
 
+
+def _positive(value: object) -> bool:
+    """Whether ``value`` is a finite number > 0 (NaN fails every comparison, so ``<= 0`` lets it through)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
 class LRSchedulerFactory:
     """Builds a StepLR, CosineAnnealingLR or ExponentialLR schedule, optionally after a warmup.
 
@@ -65,8 +70,10 @@ class LRSchedulerFactory:
             raise unknown_name("warmup method", str(warmup_method), _WARMUP_METHODS)
         if interval not in _INTERVALS:
             raise unknown_name("scheduler interval", str(interval), _INTERVALS)
-        if epochs is not None and epochs <= 0:
+        if epochs is not None and not _positive(epochs):
             raise ConfigError(f"lr scheduler epochs must be positive, got {epochs}")
+        if not _positive(step_size):
+            raise ConfigError(f"lr scheduler step_size must be a positive number of epochs, got {step_size!r}")
         if name.lower() == "cosineannealinglr" and epochs is None:
             raise ConfigError("the cosineannealinglr scheduler needs epochs=<number of epochs>")
         if interval == "step" and epochs is None:
@@ -75,11 +82,11 @@ class LRSchedulerFactory:
             raise ConfigError("give either warmup_epochs or warmup_steps, not both")
         if warmup_steps is not None and interval != "step":
             raise ConfigError('warmup_steps needs interval="step" (or use warmup_epochs)')
-        if warmup_epochs is not None and warmup_epochs <= 0:
+        if warmup_epochs is not None and not _positive(warmup_epochs):
             raise ConfigError(f"warmup_epochs must be positive (or None), got {warmup_epochs}")
-        if warmup_steps is not None and warmup_steps <= 0:
+        if warmup_steps is not None and not _positive(warmup_steps):
             raise ConfigError(f"warmup_steps must be positive (or None), got {warmup_steps}")
-        if not 0 < warmup_decay <= 1:
+        if not (isinstance(warmup_decay, (int, float)) and 0 < warmup_decay <= 1):
             raise ConfigError(f"warmup_decay must be in (0, 1], got {warmup_decay}")
         for key, value in (("gamma", gamma), ("lr_min", lr_min)):  # NaN passes every comparison
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -223,7 +223,13 @@ def smooth_attributions(maps: Tensor, smooth: int) -> Tensor:
         return maps
     shape = maps.shape
     flat = maps.reshape(-1, 1, *shape[-2:])
-    return F.avg_pool2d(flat, smooth, stride=1, padding=(smooth - 1) // 2).reshape(shape)
+    # a window of 2*size-1 already sums the whole image at every pixel; a larger one only divides
+    # that sum by more (rescaled below) but would allocate an absurd padded tensor
+    window = min(smooth, 2 * max(shape[-2:]) - 1)
+    smoothed = F.avg_pool2d(flat, window, stride=1, padding=(window - 1) // 2)
+    if window != smooth:
+        smoothed = smoothed * (window / smooth) ** 2
+    return smoothed.reshape(shape)
 
 
 def cell_fractions(attributions: Tensor, grid_size: int, smooth: int = 1) -> Tensor:
