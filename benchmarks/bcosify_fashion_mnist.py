@@ -136,8 +136,24 @@ def _bcos_run(label: str, model, train, test, epochs: int, lr: float, batch_size
     return rows
 
 
+def markdown_table(result: dict) -> str:
+    """The per-epoch table of a result file, as in docs/bcosify.md."""
+    lines = [
+        "| run | epoch | top-1 (%) | grids | Ours | GCam | IxG | epoch time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        scores = [f"{row[name]:.3f}" if name in row and row[name] == row[name] else "–" for name in EXPLAINERS]
+        grids = str(row.get("grids", "–"))
+        lines.append(
+            f"| {row['run']} | {row['epoch']} | {row['accuracy']:.1f} | {grids} | {' | '.join(scores)} | {row['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, metavar="RESULT_JSON", help="Only print the markdown table of a result file.")
     parser.add_argument("--train-size", type=int, default=8_000)
     parser.add_argument("--test-size", type=int, default=2_000)
     parser.add_argument("--standard-epochs", type=int, default=3)
@@ -148,6 +164,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bcosify_fashion_mnist.json"))
     args = parser.parse_args()
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     began = time.perf_counter()
@@ -179,7 +198,7 @@ def main() -> None:
 
     result = {
         "command": "python -m benchmarks.bcosify_fashion_mnist " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "table"
         ),
         "torch": torch.__version__,
         "total_seconds": round(time.perf_counter() - began, 1),
