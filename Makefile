@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test demo venv benchmark clean
+.PHONY: test demo demo-fashion venv benchmark clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	BCOS_KEEP_FREED_MEMORY=1 $(PY) -m bcos.demo  # opt-in glibc tuning (bcos.cpu_allocator)
+
+demo-fashion: $(STAMP)
+	BCOS_KEEP_FREED_MEMORY=1 $(PY) -m bcos.demo --dataset FashionMNIST --localise  # needs dataset-fashion-mnist (apt) or DATA_ROOT
 
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.run_cpu
