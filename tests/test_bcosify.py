@@ -122,10 +122,18 @@ def test_unsupported_module_is_named_in_one_line():
     assert "1 (torch.nn.modules.activation.Tanh)" in message
 
 
-def test_torchvision_vit_attention_is_refused_with_its_path():
+def test_torchvision_vit_is_refused_and_its_attention_named_by_path():
+    from torchvision.models import vision_transformer as tv_vit
+
     model = tvm.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16)
-    with pytest.raises(UnsupportedModuleError, match=r"torchvision\.models\.vision_transformer\.VisionTransformer"):
+    with pytest.raises(UnsupportedModuleError, match=r"<model> \(torchvision\.models\.vision_transformer\.VisionTransformer\)"):
         bcos.bcosify(model)
+    containers = (tv_vit.VisionTransformer, tv_vit.Encoder, tv_vit.EncoderBlock, tv_vit.MLPBlock)
+    with pytest.raises(UnsupportedModuleError) as error:
+        bcos.bcosify(model, trusted=containers)
+    assert str(error.value).startswith(
+        "bcosify cannot convert encoder.layers.encoder_layer_0.self_attention (torch.nn.modules.activation.MultiheadAttention)"
+    )
 
 
 class _MyBlock(nn.Module):
