@@ -218,7 +218,7 @@ class _Walk:
         self.changes.append(Change(path, type(module).__name__, type(module).__name__, "attention matrix constant in explanation mode", False))
         for name, child in list(module.named_children()):
             child_path = f"{path}.{name}"
-            if isinstance(child, DetachInExplanation):  # its output is detached: nothing inside needs converting
+            if isinstance(child, DetachInExplanation):  # its output is detached: the activations inside stay
                 self.children(child, child_path, in_gate=True)
                 continue
             new = self.module(child, child_path, in_gate=False)
