@@ -17,7 +17,7 @@ from PIL import Image
 from bcos.bcosification import BcosifiedModel, get_b
 from bcos.cli.main import main
 from bcos.errors import ConfigError
-from bcos.training.callbacks.b_schedule import b_of_epoch
+from bcos.training.callbacks.b_schedule import BSchedule, b_of_epoch
 from tests.helpers_data import make_tiny_image_folder
 
 pytest.importorskip("lightning")
@@ -26,6 +26,27 @@ pytest.importorskip("lightning")
 def test_b_schedule_values():
     assert [b_of_epoch(e, 1, 2, 2) for e in range(4)] == [1.0, 1.5, 2.0, 2.0]
     assert b_of_epoch(0, 1, 2.5, 0) == 2.5
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"start": 0.5, "end": 0.5, "epochs": 2},  # both below 1
+        {"start": 1, "end": 0.5, "epochs": 2},  # the target below 1
+        {"start": float("nan"), "end": 2, "epochs": 2},
+        {"start": 1, "end": float("inf"), "epochs": 2},
+        {"start": 1, "end": 2, "epochs": -1},
+        {"start": 1, "end": 2, "epochs": 1.5},
+        {"start": 1, "end": 2},  # a key missing
+        {"start": 1, "end": 2, "epochs": 2, "steps": 3},  # an unknown key
+    ],
+)
+def test_b_schedule_refuses_bad_configs_in_one_line(config):
+    with pytest.raises(ConfigError) as caught:
+        BSchedule.from_config(config)
+    assert "\n" not in str(caught.value)
+    schedule = BSchedule.from_config({"start": 1, "end": 2.5, "epochs": 3})
+    assert (schedule.start, schedule.end, schedule.epochs) == (1.0, 2.5, 3)
 
 
 def test_bcosify_command_end_to_end_offline(tmp_path, capsys):
@@ -73,6 +94,10 @@ def test_bcosify_command_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "CIFAR10", "--base_network", "x", "--experiment_name", "y", "--b", "2"])
     assert "--b only apply with --bcosify NAME" in capsys.readouterr().err
+    for extra in (["--dataset", "CIFAR10"], ["--datamodule", "mypkg.data:FlowersDataModule"]):
+        with pytest.raises(SystemExit):
+            main(["train", "--bcosify", "resnet18", "--data-dir", str(data), *extra])
+        assert f"--bcosify names the experiment itself; drop {extra[0]}" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="b-warmup-epochs"):
         from bcos.training.bcosify import make_bcosify_spec
 

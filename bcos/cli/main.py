@@ -244,7 +244,7 @@ def _run_bcosify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from bcos.training.bcosify import make_config as make_bcosify_config
     from bcos.training.run import TrainOptions
 
-    given = [f"--{d}" for d in _EXPERIMENT_OPTIONS if getattr(args, d)]
+    given = [f"--{d}" for d in (*_EXPERIMENT_OPTIONS, "datamodule") if getattr(args, d)]
     if given:
         parser.error(f"--bcosify names the experiment itself; drop {', '.join(given)}")
     if args.data_dir is None:

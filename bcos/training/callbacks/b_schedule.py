@@ -8,6 +8,7 @@ alone, so a resumed run continues the schedule exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,18 +31,19 @@ class BSchedule(pl.Callback):
     """Sets B of every B-cosified layer of the trained model at the start of each training epoch."""
 
     def __init__(self, start: float, end: float, epochs: int) -> None:
-        if not 1 <= start and 1 <= end:
-            raise ConfigError(f"the B schedule needs start and end >= 1, got {start} and {end}")
-        if epochs < 0:
-            raise ConfigError(f"the B schedule's epochs must be >= 0, got {epochs}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 1 for v in (start, end)):
+            raise ConfigError(f"the B schedule needs finite start and end >= 1, got {start!r} and {end!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(f"the B schedule's epochs must be a whole number >= 0, got {epochs!r}")
         self.start, self.end, self.epochs = float(start), float(end), int(epochs)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BSchedule:
         """From a config's ``b_schedule`` section: ``{"start": 1, "end": 2, "epochs": 3}``."""
         unknown = sorted(set(config) - {"start", "end", "epochs"})
-        if unknown:
-            raise ConfigError(f"unknown b_schedule keys {unknown}; expected start, end and epochs")
+        missing = sorted({"start", "end", "epochs"} - set(config))
+        if unknown or missing:
+            raise ConfigError(f"b_schedule takes the keys start, end and epochs; got unknown {unknown} and missing {missing}")
         return cls(config["start"], config["end"], config["epochs"])
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
