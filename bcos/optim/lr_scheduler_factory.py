@@ -24,10 +24,10 @@ _WARMUP_METHODS = ("constant", "linear")
 _INTERVALS = ("epoch", "step")
 
 
-
 def _positive(value: object) -> bool:
     """Whether ``value`` is a finite number > 0 (NaN fails every comparison, so ``<= 0`` lets it through)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
 
 class LRSchedulerFactory:
     """Builds a StepLR, CosineAnnealingLR or ExponentialLR schedule, optionally after a warmup.
