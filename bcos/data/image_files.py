@@ -74,4 +74,3 @@ def load_image(path: str | os.PathLike) -> Any:
         raise UnreadableImageError(
             f"cannot read the image {_named(path)}: {_reason(error)}; remove the file or replace it with a good copy"
         ) from None
-
