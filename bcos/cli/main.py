@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bcos.cli.errors import run_cli
 
@@ -181,7 +182,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from bcos.cli.train import validate_options
     from bcos.training.finetune import (
         COLLECTION,
         DATASET,
@@ -189,7 +189,6 @@ def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         make_config,
         make_spec,
     )
-    from bcos.training.run import TrainOptions
 
     given = [f"--{d}" for d in (*_EXPERIMENT_OPTIONS, "datamodule") if getattr(args, d)]
     if given:
@@ -220,29 +219,40 @@ def _run_finetune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         **{k: v for k, v in chosen.items() if v is not None},
     )
     make_config(spec)  # checks the recipe before anything else
-    args.dataset, args.base_network, args.experiment_name = DATASET, COLLECTION, spec.name
-    validate_options(args)  # the experiment itself is the spec, which finetune() writes into the run folder
-    names = {f.name for f in dataclasses.fields(TrainOptions)} - {*_EXPERIMENT_OPTIONS, "base_directory"}
-    options = {k: v for k, v in vars(args).items() if k in names}
+    # the experiment itself is the spec, which the run writes into its folder
+    options = _run_options(args, DATASET, COLLECTION, spec.name)
     print(
         f"Fine-tuning {spec.model} on {spec.num_classes} classes ({', '.join(spec.categories[:8])}"
         f"{', ...' if spec.num_classes > 8 else ''}) from {spec.data_dir}"
         f"{' with a frozen backbone' if spec.freeze_backbone else ''}"
     )
     finetune(spec, base_directory=args.base_directory, **options)
-    run_folder = Path(args.base_directory) / DATASET / COLLECTION / spec.name
-    print(f"\nRun folder: {run_folder}")
-    print(f"Explain images with it:  bcos explain IMAGES... --run {run_folder}")
-    print(f"Evaluate it:             bcos evaluate --dataset {DATASET} --base_network {COLLECTION} "
-          f"--experiment_name {spec.name} --reload best --base_directory {args.base_directory}")
+    _print_next_steps(args.base_directory, DATASET, COLLECTION, spec.name)
     return 0
 
 
-def _run_bcosify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _run_options(args: argparse.Namespace, dataset: str, collection: str, name: str) -> dict[str, Any]:
+    """Check ``args`` as train.py's options of the run ``dataset/collection/name``; returns the TrainOptions fields."""
     from bcos.cli.train import validate_options
+    from bcos.training.run import TrainOptions
+
+    args.dataset, args.base_network, args.experiment_name = dataset, collection, name
+    validate_options(args)
+    names = {f.name for f in dataclasses.fields(TrainOptions)} - {*_EXPERIMENT_OPTIONS, "base_directory"}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _print_next_steps(base_directory: str, dataset: str, collection: str, name: str) -> None:
+    run_folder = Path(base_directory) / dataset / collection / name
+    print(f"\nRun folder: {run_folder}")
+    print(f"Explain images with it:  bcos explain IMAGES... --run {run_folder}")
+    print(f"Evaluate it:             bcos evaluate --dataset {dataset} --base_network {collection} "
+          f"--experiment_name {name} --reload best --base_directory {base_directory}")
+
+
+def _run_bcosify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from bcos.training.bcosify import COLLECTION, DATASET, bcosify_and_finetune, make_bcosify_spec
     from bcos.training.bcosify import make_config as make_bcosify_config
-    from bcos.training.run import TrainOptions
 
     given = [f"--{d}" for d in (*_EXPERIMENT_OPTIONS, "datamodule") if getattr(args, d)]
     if given:
@@ -268,21 +278,14 @@ def _run_bcosify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         **{k: v for k, v in chosen.items() if v is not None},
     )
     make_bcosify_config(spec)
-    args.dataset, args.base_network, args.experiment_name = DATASET, COLLECTION, spec.name
-    validate_options(args)
-    names = {f.name for f in dataclasses.fields(TrainOptions)} - {*_EXPERIMENT_OPTIONS, "base_directory"}
-    options = {k: v for k, v in vars(args).items() if k in names}
+    options = _run_options(args, DATASET, COLLECTION, spec.name)
     start = "random weights" if not spec.pretrained else (spec.weights or "the published weights")
     print(
         f"B-cosifying {spec.model} (B={spec.b:g}{f' from {spec.b_start:g}' if spec.b_start is not None else ''}, "
         f"bias={spec.bias}) from {start} and fine-tuning it on {spec.num_classes} classes from {spec.data_dir}"
     )
     bcosify_and_finetune(spec, base_directory=args.base_directory, **options)
-    run_folder = Path(args.base_directory) / DATASET / COLLECTION / spec.name
-    print(f"\nRun folder: {run_folder}")
-    print(f"Explain images with it:  bcos explain IMAGES... --run {run_folder}")
-    print(f"Evaluate it:             bcos evaluate --dataset {DATASET} --base_network {COLLECTION} "
-          f"--experiment_name {spec.name} --reload best --base_directory {args.base_directory}")
+    _print_next_steps(args.base_directory, DATASET, COLLECTION, spec.name)
     return 0
 
 
