@@ -152,9 +152,10 @@ def _save_explanations(model, dataset, output: Path, noun: str = "digit", catego
     with atomic_open(grid_path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    for label, prediction, rgba in zip(labels, predictions, explanation.explanation):
+    for label, rgba in zip(labels, explanation.explanation):
         big = (rgba * 255 + 0.5).clip(0, 255).astype("uint8").repeat(4, axis=0).repeat(4, axis=1)
-        with atomic_open(output / f"{noun}_{label}_pred_{prediction}.png", "wb") as handle:
+        # named by class only, so a rerun replaces its own pictures (predictions are in the grid's titles)
+        with atomic_open(output / f"{noun}_{label}.png", "wb") as handle:
             Image.fromarray(big).save(handle, format="png")
     return grid_path
 

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bcos.atomic_io import atomic_open
 from bcos.data.digits import DigitsDataset
+from bcos.data.transforms import SplitAndGrid
 from bcos.data.fashion_mnist import FashionMNISTDataset
-from bcos.explain.localisation import evaluate_grids, grid_blocks, rank_by_confidence
+from bcos.explain.localisation import grid_blocks, localisation_scores, make_grids, rank_by_confidence
 from bcos.explain.methods.registry import get_explainer
 from bcos.models.resnet import BasicBlock, BcosResNet
 from bcos.modules import BcosConv2d, norms
@@ -96,6 +98,30 @@ class _Encoded(torch.utils.data.Dataset):
         return encode(self.images[index : index + 1])[0], int(self.labels[index])
 
 
+def _diagnose(model, grids, targets, attributions, g: int, out: dict[str, list]) -> None:
+    """Where the positive attribution of Ours goes, and what the model thinks of a grid.
+
+    Per target: its logit on the grid, the share of positive attribution in its own cell, on the
+    other cells' objects (non-black pixels) and on the other cells' black background.
+    """
+    with torch.no_grad():
+        logits = model(grids)
+    out.setdefault("target_logit_on_grid", []).extend(logits.gather(1, targets).flatten().tolist())
+    out.setdefault("grids_with_a_positive_target_logit", []).extend((logits.gather(1, targets) > 0).float().flatten().tolist())
+    positive = attributions.sum(2).clamp(min=0)  # [B, g², H, W]
+    black = (grids[:, :3].sum(1) == 0)  # [B, H, W]
+    b, n, height, width = positive.shape
+    h, w = height // g, width // g
+    own = torch.zeros(b, n, height, width, dtype=torch.bool)
+    for k in range(n):
+        own[:, k, (k // g) * h : (k // g + 1) * h, (k % g) * w : (k % g + 1) * w] = True
+    total = positive.sum((-2, -1)).clamp(min=1e-12)
+    other = ~own
+    out.setdefault("share_own_cell", []).extend(((positive * own).sum((-2, -1)) / total).flatten().tolist())
+    out.setdefault("share_other_objects", []).extend(((positive * (other & ~black[:, None])).sum((-2, -1)) / total).flatten().tolist())
+    out.setdefault("share_other_background", []).extend(((positive * (other & black[:, None])).sum((-2, -1)) / total).flatten().tolist())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="FashionMNIST", choices=["FashionMNIST", "Digits"])
@@ -110,12 +136,14 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--padding", type=int, default=2)
     parser.add_argument("--hflip", type=int, default=1)
+    parser.add_argument("--p_gridified", type=float, default=0.0, help="share of each batch tiled into 2x2 grids")
     parser.add_argument("--train_subset", type=int, default=0, help="first N training images (0: all)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--grid", type=int, default=3)
     parser.add_argument("--grids", type=int, default=250)
     parser.add_argument("--conf_thresh", type=float, default=0.5)
     parser.add_argument("--explainers", nargs="+", default=["Ours", "GCam", "IxG", "IntGrad"])
+    parser.add_argument("--intgrad_steps", type=int, default=5, help="IntGrad path points (= IxG here: the network is positively homogeneous)")
     parser.add_argument("--smooth", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save", default="", help="save the trained state dict here")
@@ -141,6 +169,7 @@ def main() -> None:
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
+        gridify = SplitAndGrid(args.p_gridified, 10) if args.p_gridified else None
         model.set_inputs_inverse_encoded()
         model.train()
         step = 0
@@ -148,8 +177,10 @@ def main() -> None:
             order = torch.randperm(len(train_y), generator=generator)
             for begin in range(0, len(order), args.batch_size):
                 index = order[begin : begin + args.batch_size]
-                x = encode(augment(train_x[index], args.padding, bool(args.hflip), generator))
-                loss = criterion(model(x), train_y[index])
+                x, y = augment(train_x[index], args.padding, bool(args.hflip), generator), train_y[index]
+                if gridify is not None:
+                    x, y = gridify(x, y)
+                loss = criterion(model(encode(x)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -159,7 +190,8 @@ def main() -> None:
                     break
         model.set_inputs_inverse_encoded(False)
         if args.save:
-            torch.save(model.state_dict(), args.save)
+            with atomic_open(args.save, "wb") as handle:
+                torch.save(model.state_dict(), handle)
     train_seconds = time.perf_counter() - start
     model.eval()
     with torch.inference_mode():
@@ -171,14 +203,29 @@ def main() -> None:
     ranking = rank_by_confidence(model, batches, 10)
     blocks = grid_blocks(ranking, args.grid, args.conf_thresh, max_grids=args.grids)
     localisation: dict[str, float] = {}
+    diagnosis: dict[str, list] = {}
     for name in args.explainers:
-        explainer = get_explainer(model, name)
+        explainer = get_explainer(model, name, **({"n_steps": args.intgrad_steps} if name == "IntGrad" else {}))
+        began = time.perf_counter()
+        scores: dict[int, list] = {smooth: [] for smooth in args.smooth}
+        for first in range(0, len(blocks), 4):  # the attributions once, every smoothing window on them
+            chunk = blocks[first : first + 4]
+            images = torch.stack([torch.stack([dataset[i][0] for i in block]) for block in chunk])
+            targets = torch.tensor([[int(dataset[i][1]) for i in block] for block in chunk])
+            grids = make_grids(images, args.grid)
+            attributions = explainer.attribute_selection(grids, targets)
+            if name == "Ours":
+                _diagnose(model, grids, targets, attributions, args.grid, diagnosis)
+            for smooth in args.smooth:
+                scores[smooth].append(localisation_scores(attributions, args.grid, smooth))
         for smooth in args.smooth:
-            scores = evaluate_grids(explainer, dataset, blocks, args.grid, smooth=smooth, grids_per_batch=4)
-            localisation[f"{name}@{smooth}"] = round(float(scores.mean()), 4)
+            localisation[f"{name}@{smooth}"] = round(float(torch.cat(scores[smooth]).mean()), 4)
+        print(f"{name}: {[localisation[f'{name}@{s}'] for s in args.smooth]} ({time.perf_counter() - began:.0f} s)", flush=True)
     record = dict(vars(args), accuracy=round(accuracy, 4), train_seconds=round(train_seconds, 1),
-                  total_seconds=round(time.perf_counter() - start, 1), n_grids=len(blocks), localisation=localisation)  # fmt: skip
+                  total_seconds=round(time.perf_counter() - start, 1), n_grids=len(blocks), localisation=localisation,
+                  diagnosis={k: round(float(np.mean(v)), 4) for k, v in diagnosis.items()})  # fmt: skip
     print(json.dumps(record), flush=True)
+    print(f"accuracy {accuracy:.4f}, grids {len(blocks)}", flush=True)
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "a") as handle:
         handle.write(json.dumps(record) + "\n")

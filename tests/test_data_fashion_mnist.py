@@ -91,7 +91,6 @@ def test_a_download_is_checksum_verified(tmp_path, no_debian, monkeypatch):
 
     def fake_download(url, root, filename, md5):
         seen.append((url, filename, md5))
-        stem = filename.removesuffix(".gz")
         tiny_fashion_mnist(tmp_path / "source")
         Path(root, filename).write_bytes((tmp_path / "source" / filename).read_bytes())
 
@@ -100,6 +99,22 @@ def test_a_download_is_checksum_verified(tmp_path, no_debian, monkeypatch):
     assert len(dataset) == 20 and dataset.folder == (tmp_path / "root" / "FashionMNIST" / "raw").resolve()
     assert [md5 for _, _, md5 in seen] == list(fm.FASHION_MNIST_FILES.values())
     assert all(url.endswith(name) for url, name, _ in seen)
+
+
+def test_a_failed_download_leaves_nothing_behind(tmp_path, no_debian, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    def third_file_corrupt(url, root, filename, md5):
+        if filename.startswith("t10k-images"):
+            Path(root, filename).write_bytes(b"not the archive")
+            raise RuntimeError("File not found or corrupted.")
+        tiny_fashion_mnist(tmp_path / "source")
+        Path(root, filename).write_bytes((tmp_path / "source" / filename).read_bytes())
+
+    monkeypatch.setattr(tv_utils, "download_url", third_file_corrupt)
+    with pytest.raises(DataNotFoundError, match="corrupted"):
+        fm.FashionMNISTDataset(tmp_path / "mistyped" / "root")
+    assert not (tmp_path / "mistyped").exists()
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,7 @@ def test_demo_explanations_are_written(tmp_path):
     grid = _save_explanations(TinyBcosNet(), dataset, tmp_path / "demo_output")
     assert grid.exists() and grid.read_bytes()[:4] == b"\x89PNG"
     singles = sorted(p.name for p in grid.parent.glob("digit_*.png"))
-    assert len(singles) == 10 and singles[0].startswith("digit_0_pred_")
+    assert singles == [f"digit_{label}.png" for label in range(10)]
 
 
 # ------------------------------------------------------------------------------------ resume honesty (issue 13)

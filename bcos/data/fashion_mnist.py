@@ -7,7 +7,9 @@ The four files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k
    ``root`` is the config's ``data.root`` or the ``DATA_ROOT`` setting;
 2. ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package);
 3. downloaded into ``<DATA_ROOT>/FashionMNIST/raw`` when ``DATA_ROOT`` is set and the machine is
-   online (the archives' MD5 checksums are verified).
+   online (the archives' MD5 checksums are verified before the files are moved into place; a failed
+   download leaves nothing behind). Local files are checked for their IDX structure (header, sizes,
+   labels), not for checksums: Debian recompresses the archives, and test copies are smaller.
 
 Images are padded by 2 black pixels on every side to 32x32 (the photos keep their pixels, nothing
 is interpolated) and converted to RGB, so CIFAR-style models and presets apply unchanged. The
@@ -16,9 +18,12 @@ split is the official one: 60,000 training and 10,000 test images.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,14 +106,25 @@ def download_fashion_mnist(root: str | Path | None) -> Path:
     target = Path(root).expanduser() / "FashionMNIST" / "raw"
     from torchvision.datasets.utils import download_url
 
+    created = [folder for folder in (target, *target.parents) if not folder.exists()]
+    staging: Path | None = None
     try:
         target.mkdir(parents=True, exist_ok=True)
-        for stem, md5 in FASHION_MNIST_FILES.items():
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
+        for stem, md5 in FASHION_MNIST_FILES.items():  # all four verified before any is moved into place
             if _file_in(target, stem) is None:
-                download_url(_MIRROR + stem + ".gz", str(target), filename=stem + ".gz", md5=md5)
+                download_url(_MIRROR + stem + ".gz", str(staging), filename=stem + ".gz", md5=md5)
+        for downloaded in staging.iterdir():
+            os.replace(downloaded, target / downloaded.name)
     except Exception as error:  # network, disk and checksum failures all mean "data not available"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataNotFoundError(f"Fashion-MNIST not found and its download into {target} failed ({reason}); {places}")
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # a partial or corrupt download never stays
+        for folder in created:  # a mistyped DATA_ROOT leaves no folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty
     return target
 
 
