@@ -314,6 +314,7 @@ API_CASES = [
     ApiCase("create-model-unknown", lambda root: __import__("bcos").create_model("resnet1B"), UnknownNameError, r"did you mean 'resnet18'\?"),
     ApiCase("create-model-unknown-argument", lambda root: __import__("bcos").create_model("resnet18", num_clases=10), UnknownArgumentError, r"unexpected keyword argument 'num_clases'; did you mean 'num_classes'\?"),
     ApiCase("layer-unknown-argument", lambda root: __import__("bcos.modules", fromlist=["x"]).BcosConv2d(6, 4, 3, maxout=2), UnknownArgumentError, r"maxout; did you mean 'max_out'\?"),
+    ApiCase("layer-infinite-b", lambda root: __import__("bcos.modules", fromlist=["x"]).BcosConv2d(6, 4, 3, b=math.inf), ConfigError, r"b must be a finite number >= 1 .*got inf"),
     ApiCase("explainer-unknown", lambda root: __import__("bcos.explain.methods.registry", fromlist=["x"]).get_explainer_class("Oursss"), UnknownNameError, r"did you mean 'Ours'\?"),
     ApiCase("analysis-config-unknown", lambda root: __import__("bcos.explain.localisation", fromlist=["x"]).get_localisation_config("500_3x4"), UnknownNameError, r"unknown analysis config '500_3x4'; did you mean '500_3x3'\?"),
     ApiCase("datamodule-wrong-case", lambda root: __import__("bcos.data.datamodules", fromlist=["x"]).get_datamodule_class("Imagenet"), UnknownNameError, r"did you mean 'ImageNet'\?"),

@@ -220,8 +220,11 @@ def test_bad_options_are_one_line_errors():
     model = _source("resnet18")
     with pytest.raises(UnknownNameError, match="did you mean 'remove'"):
         bcos.bcosify(model, bias="remov")
-    with pytest.raises(bcos.errors.ConfigError, match="b must be a number >= 1"):
+    with pytest.raises(bcos.errors.ConfigError, match="b must be a finite number >= 1"):
         bcos.bcosify(model, b=0.5)
+    for b in (float("inf"), float("nan")):  # issue 16: infinity was accepted and written into bcosify.json
+        with pytest.raises(bcos.errors.ConfigError, match="b must be a finite number >= 1"):
+            bcos.bcosify(model, b=b)
     with pytest.raises(bcos.errors.ConfigError, match="already B-cosified"):
         bcos.bcosify(bcos.bcosify(model))
 
@@ -251,3 +254,12 @@ def test_an_impossible_download_is_one_line_naming_weights(monkeypatch, tmp_path
     with pytest.raises(DataNotFoundError) as error:
         load_source_model("resnet18")
     assert "\n" not in str(error.value) and "--weights FILE" in str(error.value)
+
+
+def test_bad_builder_arguments_are_not_called_a_failed_download():
+    """Issue 16: only errors of fetching the weights become the 'could not be downloaded' line."""
+    with pytest.raises(ValueError, match="positive image size") as caught:
+        load_source_model("timm/vit_small_patch16_224", img_size=0)  # pretrained: fails before any download
+    assert not isinstance(caught.value, DataNotFoundError)
+    with pytest.raises(TypeError, match="bogus"):
+        load_source_model("resnet18", bogus=1)

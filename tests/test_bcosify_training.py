@@ -7,6 +7,7 @@ its trained B-cos model (explanations), the B schedule.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -90,7 +91,7 @@ def test_bcosify_command_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--bcosify", "resnet81", "--data-dir", str(data)]) == 2
     assert "did you mean 'resnet18'" in capsys.readouterr().err
     assert main(["train", "--bcosify", "resnet18", "--data-dir", str(data), "--weights", str(tmp_path / "no.pth")]) == 2
-    assert "is not a file" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "CIFAR10", "--base_network", "x", "--experiment_name", "y", "--b", "2"])
     assert "--b only apply with --bcosify NAME" in capsys.readouterr().err
@@ -102,3 +103,60 @@ def test_bcosify_command_errors_are_one_line(tmp_path, capsys):
         from bcos.training.bcosify import make_bcosify_spec
 
         make_bcosify_spec("resnet18", data, epochs=2, b_start=1, b_warmup_epochs=2, base_directory=tmp_path)
+
+
+@pytest.mark.parametrize("option, value", [("--b", "inf"), ("--b", "nan"), ("--b-start", "inf"), ("--b-start", "nan")])
+def test_non_finite_numbers_are_refused_before_anything_is_written(tmp_path, capsys, option, value):
+    """Issue 16: ``--b inf`` wrote ``"b": Infinity`` (not JSON) into bcosify.json."""
+    data = make_tiny_image_folder(tmp_path / "d", ["a", "b"], n_per_class=2)
+    base = tmp_path / "experiments"
+    argv = ["train", "--bcosify", "resnet18", "--data-dir", str(data), "--no-pretrained", "--epochs", "3",
+            "--b-warmup-epochs", "1", "--base_directory", str(base), option, value]  # fmt: skip
+    if option == "--b-start":
+        argv += ["--b", "2"]
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and option in errors[0] and "finite" in errors[0], errors
+    assert not list(base.rglob("bcosify.json"))
+
+
+def test_the_spec_is_read_written_and_named_as_a_bcosification_spec(tmp_path):
+    from bcos.training.bcosify import BcosifySpec, make_bcosify_spec
+    from bcos.training.finetune import FinetuneSpec
+
+    data = make_tiny_image_folder(tmp_path / "d", ["a", "b"], n_per_class=2)
+    spec = make_bcosify_spec("resnet18", data, epochs=2, b=2.5, base_directory=tmp_path)
+    assert spec.write(tmp_path / "run").name == "bcosify.json"
+    assert BcosifySpec.read(tmp_path / "run") == spec
+    with pytest.raises(ConfigError, match=r"is not a fine-tuning run folder \(no finetune.json\)"):
+        FinetuneSpec.read(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"unknown B-cosification spec keys \['steps'\]"):
+        BcosifySpec.from_dict({**spec.to_dict(), "steps": 3})
+    (tmp_path / "run" / "bcosify.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not a valid B-cosification spec"):
+        BcosifySpec.read(tmp_path / "run")
+
+
+def test_a_bcosification_runs_split_and_spec_guard_its_folder(tmp_path):
+    from bcos.training.bcosify import bcosify_and_finetune, make_bcosify_spec
+
+    source = tmp_path / "flat"
+    for index, name in enumerate(["a", "b"]):
+        (source / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 100 * index, 0)).save(source / name / f"{i}.png")
+    base = tmp_path / "runs"
+    spec = make_bcosify_spec("resnet18", source, name="run", seed=1, base_directory=base)
+    run = base / "ImageFolder" / "bcosify" / "run"
+    assert spec.data_dir == str((run / "data_split").resolve()) and spec.source_dir == str(source.resolve())
+    spec.write(run)
+    marker = run / "data_split" / "kept"
+    marker.touch()
+    assert make_bcosify_spec("resnet18", source, name="run", seed=1, epochs=3, base_directory=base).data_dir == spec.data_dir
+    assert marker.exists()  # resuming keeps the split
+    with pytest.raises(ConfigError, match="holds a B-cosification run of another split"):
+        make_bcosify_spec("resnet18", source, name="run", seed=2, base_directory=base)
+    with pytest.raises(ConfigError, match="holds a B-cosification run with other b; pick another --name"):
+        bcosify_and_finetune(dataclasses.replace(spec, b=3.0), base_directory=base)
+    with pytest.raises(ConfigError, match=r"bcosify_and_finetune\(\) sets dataset itself"):
+        bcosify_and_finetune(spec, base_directory=base, dataset="CIFAR10")

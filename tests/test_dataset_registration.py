@@ -300,3 +300,38 @@ def test_datamodule_and_another_dataset_conflict(world):
     with pytest.raises(ConfigError, match="registered as 'TinyShapes', but --dataset is 'Digits'"):
         resolve_datamodule("Digits", datamodule=SPEC)
     assert import_datamodule(f"{PLUGIN}.data").dataset_name() == "TinyShapes"  # a module alone: its one datamodule
+
+
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        ("class Broken(\n", r"SyntaxError: '\(' was never closed"),
+        ("raise RuntimeError('the data server is down')\n", r"RuntimeError: the data server is down"),
+        ("import os\nos.path.joinn('a')\n", r"AttributeError: module 'posixpath' has no attribute 'joinn'"),
+    ],
+)
+def test_a_datamodule_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, capsys, source, reason):
+    """Issue 16: the module's own error (not a missing module) ended in a traceback; --debug still shows it."""
+    import re
+
+    module = f"broken_plugin_{abs(hash(source))}"
+    _write(tmp_path / f"{module}.py", source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    argv = ["train", "--datamodule", f"{module}:FlowersDataModule", "--base_network", "tiny", "--experiment_name", "r8",
+            "--base_directory", str(tmp_path / "runs")]  # fmt: skip
+    assert bcos_main(argv) == 2
+    captured = capsys.readouterr().err
+    assert "Traceback" not in captured
+    line = _one_error_line_of(captured)
+    assert re.fullmatch(rf"error: --datamodule {module}:FlowersDataModule: importing {module} failed \({reason}.*\); fix the module", line), line
+    assert bcos_main([*argv, "--debug"]) == 2
+    captured = capsys.readouterr().err
+    assert "Traceback" in captured and f"{module}.py" in captured and captured.strip().splitlines()[-1] == line
+    assert not (tmp_path / "runs").exists()
+
+
+def _one_error_line_of(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]

@@ -5,6 +5,7 @@ end to end (train, then explain and evaluate the fine-tuned run)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,15 @@ def test_a_runs_split_is_kept_for_resuming_and_replaced_only_on_request(tiny, tm
     assert marker.exists()  # the earlier run's split is untouched
     replaced = make_spec(TINY_NAME, source, name="run", seed=2, base_directory=base, replace=True)
     assert not marker.exists() and replaced.seed == 2
+    replaced.write(base / "ImageFolder" / "finetune" / "run")
+
+    def files(split: str) -> list[Path]:
+        return sorted(p.relative_to(split) for p in Path(split).rglob("*") if p.is_file())
+
+    before = files(replaced.data_dir)
+    shutil.rmtree(replaced.data_dir)  # a split that went missing is made again the same way (not "another split")
+    again = make_spec(TINY_NAME, source, name="run", seed=2, base_directory=base)
+    assert again == replaced and files(again.data_dir) == before and before
 
 
 def test_spec_of_a_split_folder_uses_it_and_checks_it(tiny, tmp_path):

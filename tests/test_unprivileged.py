@@ -168,3 +168,21 @@ def test_an_unwritable_weights_cache_is_one_line_naming_it_and_the_setting(unpri
     assert f"'{cache / 'hub' / 'checkpoints'}'" in line and "permission denied" in line.lower()
     assert "TORCH_HOME" in line and "BCOS_WEIGHTS_DIR" in line
     assert list(cache.iterdir()) == []
+
+
+def test_an_unwritable_torch_hub_cache_for_a_bcosify_source_is_named_not_called_offline(unprivileged):
+    """Issue 16: torchvision's weights for ``bcos train --bcosify`` go to the same cache; it is named, not 'no network'."""
+    pytest.importorskip("torchvision")
+    run, scratch = unprivileged
+    cache = _folder(scratch / "torch_home_ro_bcosify", 0o555)
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from bcos.cli.errors import run_cli\n"
+        "from bcos.bcosification.sources import load_source_model\n"
+        "sys.exit(run_cli(lambda argv: load_source_model('resnet18')))\n"
+    )
+    line = _one_error_line(run(["-c", code], TORCH_HOME=str(cache)))
+    assert f"'{cache / 'hub' / 'checkpoints'}'" in line and "permission denied" in line.lower()
+    assert "TORCH_HOME" in line and "--weights FILE" in line and "could not be downloaded" not in line
+    assert list(cache.iterdir()) == []

@@ -17,6 +17,7 @@ scale is detached: the layer is the linear map ``x -> scale · wᵀx``, plus ``�
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -31,9 +32,9 @@ __all__ = ["BcosifiedConv2d", "BcosifiedLinear", "check_b"]
 
 
 def check_b(b: object) -> float:
-    """``b`` as a float, or a ConfigError for anything but a real number >= 1."""
-    if isinstance(b, bool) or not isinstance(b, numbers.Real) or not b >= 1:
-        raise ConfigError(f"b must be a number >= 1 (b=1 keeps the original layers' outputs), got {b!r}")
+    """``b`` as a float, or a ConfigError for anything but a finite real number >= 1."""
+    if isinstance(b, bool) or not isinstance(b, numbers.Real) or not (b >= 1 and math.isfinite(b)):
+        raise ConfigError(f"b must be a finite number >= 1 (b=1 keeps the original layers' outputs), got {b!r}")
     return float(b)
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from bcos.checkpoint_io import load_state_dict_file, load_state_dict_into
-from bcos.errors import ConfigError, DataNotFoundError, unknown_name
+from bcos.errors import BcosError, ConfigError, DataNotFoundError, unknown_name
+from bcos.models.weights import hub_checkpoint_dir, is_unwritable, unwritable_cache_error
 
 __all__ = ["TIMM_PREFIX", "TORCHVISION_PREFIX", "resolve_source", "load_source_model", "replace_classifier"]
 
@@ -72,7 +74,37 @@ def resolve_source(name: str) -> tuple[str, str]:
     raise unknown_name("torchvision or timm model", name, choices, hint=hint.strip())
 
 
-def _download_error(name: str, error: BaseException) -> DataNotFoundError:
+def _is_download_failure(error: BaseException) -> bool:
+    """Whether ``error`` comes from fetching the published weights, not from building the model.
+
+    Building errors (bad builder arguments: ``TypeError``, ``ValueError``, ``AssertionError``, a
+    ``RuntimeError`` of a mismatched state dict) pass through as they are.
+    """
+    if isinstance(error, OSError):  # URLError, ConnectionError, timeouts, huggingface_hub's errors, a full or read-only cache
+        return True
+    if isinstance(error, RuntimeError) and str(error).startswith("invalid hash value"):  # torch.hub's check of a download
+        return True
+    return type(error).__module__.partition(".")[0] in ("httpx", "httpx2")  # huggingface_hub's transport errors
+
+
+def _hf_hub_cache() -> Path | None:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _download_error(name: str, error: BaseException) -> BcosError:
+    instead = f"pass --weights FILE (a state dict of {name})"
+    if is_unwritable(error):
+        what = f"the published weights of {name}"
+        hf_cache = _hf_hub_cache() if name.startswith(TIMM_PREFIX) else None
+        failed = Path(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
+        if hf_cache is not None and failed is not None and (hf_cache in failed.parents or failed in (hf_cache, *hf_cache.parents)):
+            # timm fetches most weights through the Hugging Face hub, whose cache HF_HOME moves
+            return unwritable_cache_error(what, hf_cache, error, instead, cache="the Hugging Face hub cache", setting="HF_HOME")
+        return unwritable_cache_error(what, hub_checkpoint_dir(), error, instead)
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return DataNotFoundError(
         f"the published weights of {name} could not be downloaded ({type(error).__name__}: {reason[:160]}); "
@@ -82,21 +114,16 @@ def _download_error(name: str, error: BaseException) -> DataNotFoundError:
 
 def _build(library: str, arch: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     name = f"{library}/{arch}"
-    if library == "timm":
-        import timm
-
-        try:
-            return timm.create_model(arch, pretrained=pretrained, **kwargs)
-        except (OSError, RuntimeError, ValueError, ConnectionError) as error:
-            if not pretrained:
-                raise
-            raise _download_error(name, error) from error
-    import torchvision.models
-
     try:
+        if library == "timm":
+            import timm
+
+            return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        import torchvision.models
+
         return torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
-    except (OSError, RuntimeError, ConnectionError) as error:  # URLError is an OSError
-        if not pretrained:
+    except Exception as error:
+        if not pretrained or not _is_download_failure(error):
             raise
         raise _download_error(name, error) from error
 

@@ -26,7 +26,7 @@ import sys
 from types import ModuleType
 
 from bcos.data.datamodules import ClassificationDataModule, registry
-from bcos.errors import ConfigError, unknown_name
+from bcos.errors import BcosError, ConfigError, unknown_name
 
 __all__ = ["ENTRY_POINT_GROUP", "import_datamodule", "entry_point_names", "find_datamodule_class"]
 
@@ -47,6 +47,17 @@ def _import_module(name: str, spec: str) -> ModuleType:
             f"--datamodule {spec}: no module named {name!r}; install its package, run from the folder that holds it, "
             "or add that folder to PYTHONPATH"
         ) from None
+    except BcosError:
+        raise  # already one line (e.g. a datamodule registered under a name that is taken)
+    except Exception as error:  # the module's own code failed: SyntaxError, NameError, RuntimeError, ...
+        # chained, so --debug shows where in the module it failed
+        raise ConfigError(f"--datamodule {spec}: importing {name} failed ({_reason(error)}); fix the module") from error
+
+
+def _reason(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _check_class(value: object, where: str) -> type[ClassificationDataModule]:
@@ -108,8 +119,10 @@ def _load_entry_point(entry_point: importlib.metadata.EntryPoint) -> type[Classi
     where = f"the entry point {entry_point.name} = {entry_point.value!r} (group {ENTRY_POINT_GROUP})"
     try:
         value = entry_point.load()
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{where} cannot be loaded ({type(error).__name__}: {error}); reinstall its package") from None
+    except BcosError:
+        raise
+    except Exception as error:  # ImportError, AttributeError, or the module's own code failed
+        raise ConfigError(f"{where} cannot be loaded ({_reason(error)}); fix or reinstall its package") from error
     cls = _check_class(value, where)
     if cls.dataset_name() != entry_point.name:
         raise ConfigError(

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 
@@ -28,6 +29,9 @@ __all__ = [
     "search_dirs",
     "find_local_file",
     "fetch_weights_file",
+    "hub_checkpoint_dir",
+    "is_unwritable",
+    "unwritable_cache_error",
 ]
 
 WEIGHTS_BASE_URL = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
@@ -66,11 +70,12 @@ def search_dirs() -> list[Path]:
     custom = os.environ.get(WEIGHTS_DIR_ENV)
     if custom:
         dirs.append(Path(custom).expanduser())
-    dirs.append(_hub_checkpoint_dir())
+    dirs.append(hub_checkpoint_dir())
     return dirs
 
 
-def _hub_checkpoint_dir() -> Path:
+def hub_checkpoint_dir() -> Path:
+    """torch.hub's checkpoint cache, ``$TORCH_HOME/hub/checkpoints`` (where torchvision's weights go too)."""
     # torch.hub.get_dir() honours $TORCH_HOME and torch.hub.set_dir(), as load_state_dict_from_url does
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -86,6 +91,25 @@ def find_local_file(file_name: str) -> Path | None:
 
 # errors of a cache folder that cannot take the file (a network failure has no errno or another one)
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def is_unwritable(error: BaseException) -> TypeGuard[OSError]:
+    """Whether ``error`` says a folder cannot take a file (no permission, read-only, full), not that a download failed."""
+    return isinstance(error, OSError) and error.errno in _UNWRITABLE
+
+
+def unwritable_cache_error(
+    what: str, folder: Path, error: OSError, instead: str, cache: str = "torch.hub's cache", setting: str = "TORCH_HOME"
+) -> CheckpointError:
+    """The one-line error for a cache ``folder`` that cannot store ``what`` (see :func:`is_unwritable`).
+
+    It names the folder, the reason, the environment variable ``setting`` that moves the cache and
+    ``instead``, the other way to provide the file.
+    """
+    reason = (error.strerror or os.strerror(error.errno or 0)).lower()
+    return CheckpointError(
+        f"cannot store {what} in {cache} '{folder}' ({reason}); set {setting} to a writable folder, or {instead}"
+    )
 
 
 def _download_failed(weights: WeightsFile, error: BaseException) -> CheckpointError:
@@ -106,7 +130,7 @@ def fetch_weights_file(weights: WeightsFile, progress: bool = True) -> Path:
         verify_sha256_prefix(local, weights.sha256_prefix, weights.url)
         return local
 
-    target = _hub_checkpoint_dir() / weights.file_name
+    target = hub_checkpoint_dir() / weights.file_name
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # writes to a temporary file and renames it only after the hash prefix matched
@@ -114,12 +138,10 @@ def fetch_weights_file(weights: WeightsFile, progress: bool = True) -> Path:
             weights.url, str(target), hash_prefix=weights.sha256_prefix, progress=progress
         )
     except OSError as error:  # URLError (no network) and TimeoutError are OSErrors too
-        if error.errno not in _UNWRITABLE:
+        if not is_unwritable(error):
             raise _download_failed(weights, error) from error
-        reason = (error.strerror or os.strerror(error.errno)).lower()
-        raise CheckpointError(
-            f"cannot store {weights.file_name} in torch.hub's cache '{target.parent}' ({reason}); set "
-            f"TORCH_HOME to a writable folder, or put the file into a folder named by {WEIGHTS_DIR_ENV}"
+        raise unwritable_cache_error(
+            weights.file_name, target.parent, error, f"put the file into a folder named by {WEIGHTS_DIR_ENV}"
         ) from error
     except RuntimeError as error:  # torch.hub: "invalid hash value (expected ..., got ...)"
         raise CheckpointError(

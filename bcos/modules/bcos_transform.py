@@ -6,6 +6,7 @@ broadcastable), the B-cos output is ``|cos(x, w)|^(B-1) · ŵᵀx`` with ``cos =
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,5 +66,5 @@ def check_layer_arguments(
         raise ConfigError(f"{layer} has no bias (B-cos layers are bias-free); remove bias=True")
     if isinstance(max_out, bool) or not isinstance(max_out, numbers.Integral) or max_out < 1:
         raise ConfigError(f"{layer}: max_out must be a positive integer, got {max_out!r}")
-    if isinstance(b, bool) or not isinstance(b, numbers.Real) or b < 1:
-        raise ConfigError(f"{layer}: b must be a number >= 1 (b=1 is a plain normed layer), got {b!r}")
+    if isinstance(b, bool) or not isinstance(b, numbers.Real) or not 1 <= b < math.inf:  # NaN fails too
+        raise ConfigError(f"{layer}: b must be a finite number >= 1 (b=1 is a plain normed layer), got {b!r}")

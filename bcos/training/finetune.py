@@ -31,9 +31,9 @@ import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torch import nn
@@ -63,12 +63,17 @@ __all__ = [
     "freeze_backbone",
     "split_image_folder",
     "default_run_name",
+    "with_data_classes",
+    "train_spec",
 ]
 
 #: where an unsplit data folder is split (inside the run folder)
 SPLIT_DIRNAME = "data_split"
 DEFAULT_LR = 1e-4
 DEFAULT_FROZEN_LR = 1e-3
+
+# a fine-tuning spec or a subclass of it (BcosifySpec): the helpers below serve both kinds of runs
+SpecT = TypeVar("SpecT", bound=FinetuneSpec)
 
 
 def default_run_name(model: str, data_dir: str | os.PathLike, freeze_backbone: bool = False) -> str:
@@ -177,16 +182,9 @@ def make_spec(
     from bcos.models.registry import get_pretrained_config
 
     source = get_pretrained_config(model)  # unknown names suggest the closest one
-    if weights is not None and Path(weights).is_dir():
-        raise DataNotFoundError(f"weights {str(weights)!r} is a folder, not a weights file; pass the path of a saved state dict inside it")
-    if weights is not None and not Path(weights).is_file():
-        raise DataNotFoundError(f"weights file {str(weights)!r} does not exist; pass the path of a saved state dict")
-    data_path = Path(data_dir).expanduser()
-    if not data_path.is_dir():
-        raise DataNotFoundError(f"data folder {str(data_path)!r} does not exist; pass --data-dir FOLDER with class folders")
-    data_path = data_path.resolve()
+    weights_path = _weights_file(weights, model)
+    data_path = _data_folder(data_dir)
     name = name or default_run_name(model, data_path, freeze_backbone)
-    run_folder = RunFolder.of(DATASET, COLLECTION, name, base_directory).path
 
     # the recipe's numbers are checked (by FinetuneSpec) before anything is split or written
     spec = FinetuneSpec(
@@ -204,9 +202,40 @@ def make_spec(
         num_workers=num_workers if num_workers is not None else min(4, os.cpu_count() or 1),
         seed=seed,
         pretrained=pretrained,
-        weights=str(Path(weights).resolve()) if weights is not None else None,
+        weights=weights_path,
     )
+    return with_data_classes(spec, base_directory, val_fraction, replace)
 
+
+def _weights_file(weights: str | os.PathLike | None, model: str) -> str | None:
+    """The absolute path of a local weights file (None stays None); a folder or a missing file is refused."""
+    if weights is None:
+        return None
+    if Path(weights).is_dir():
+        raise DataNotFoundError(
+            f"weights {str(weights)!r} is a folder, not a weights file; pass the path of a saved state dict of {model} inside it"
+        )
+    if not Path(weights).is_file():
+        raise DataNotFoundError(f"weights file {str(weights)!r} does not exist; pass the path of a saved state dict of {model}")
+    return str(Path(weights).resolve())
+
+
+def _data_folder(data_dir: str | os.PathLike) -> Path:
+    data_path = Path(data_dir).expanduser()
+    if not data_path.is_dir():
+        raise DataNotFoundError(f"data folder {str(data_path)!r} does not exist; pass --data-dir FOLDER with class folders")
+    return data_path.resolve()
+
+
+def with_data_classes(spec: SpecT, base_directory: str | os.PathLike, val_fraction: float, replace: bool) -> SpecT:
+    """``spec`` with the classes of its data folder (``spec.data_dir``, the categories are placeholders).
+
+    A folder with ``train/`` and ``val/`` is used as it is; a folder of class folders is split into
+    the run folder (:func:`split_image_folder`), where the split an earlier run of the same kind
+    made the same way (same folder, seed and fraction) is kept so a resumed run sees the same
+    images; a different one is only replaced with ``replace=True``.
+    """
+    data_path = Path(spec.data_dir)
     has_train, has_val = (data_path / "train").is_dir(), (data_path / "val").is_dir()
     source_dir = None
     if has_train and has_val:
@@ -219,7 +248,8 @@ def make_spec(
         )
     else:
         source_dir = str(data_path)
-        data_path = _split_for_run(data_path, run_folder, val_fraction, seed, replace)
+        run_folder = RunFolder.of(DATASET, spec.COLLECTION, spec.name, base_directory).path
+        data_path = _split_for_run(type(spec), data_path, run_folder, val_fraction, spec.seed, replace)
         categories = _split_classes(data_path)
     return dataclasses.replace(
         spec,
@@ -231,18 +261,20 @@ def make_spec(
     )
 
 
-def _split_for_run(source: Path, run_folder: Path, val_fraction: float, seed: int, replace: bool) -> Path:
+def _split_for_run(
+    kind: type[FinetuneSpec], source: Path, run_folder: Path, val_fraction: float, seed: int, replace: bool
+) -> Path:
     """The run's split of ``source``: the existing one when it was made the same way, else a new one."""
     split = run_folder / SPLIT_DIRNAME
-    if (run_folder / SPEC_FILENAME).is_file() and not replace:
-        previous = FinetuneSpec.read(run_folder)
-        same = (previous.source_dir, previous.seed, previous.val_fraction) == (str(source), seed, val_fraction)
-        if same and split.is_dir():
+    if (run_folder / kind.FILE_NAME).is_file() and not replace:
+        previous = kind.read(run_folder)
+        if (previous.source_dir, previous.seed, previous.val_fraction) != (str(source), seed, val_fraction):
+            raise ConfigError(
+                f"{run_folder} holds a {kind.LABEL} run of another split (data folder, --seed or --val-fraction); "
+                "pick another --name, or pass --force-no-resume to start it over"
+            )
+        if split.is_dir():
             return split.resolve()
-        raise ConfigError(
-            f"{run_folder} holds a fine-tuning run of another split (data folder, --seed or --val-fraction); "
-            "pick another --name, or pass --force-no-resume to start it over"
-        )
     return split_image_folder(source, split, val_fraction, seed).resolve()
 
 
@@ -262,27 +294,43 @@ def finetune(spec: FinetuneSpec, base_directory: str | os.PathLike = BASE_EXPERI
     ``resume``, ``amp``, ``csv_logger``, ``fast_dev_run``, ...). A run folder that already holds
     another fine-tuning (other model, data or classes) is only reused with ``resume=False``.
     """
+    return train_spec(spec, make_config, base_directory, "finetune()", train_options)
+
+
+def train_spec(
+    spec: SpecT,
+    config_of: Callable[[SpecT], dict[str, Any]],
+    base_directory: str | os.PathLike,
+    caller: str,
+    train_options: dict[str, Any],
+):
+    """Write ``spec`` into its run folder and train the run; returns the Lightning trainer.
+
+    A run folder holding a spec of the same kind that differs in more than :data:`_RESUMABLE_CHANGES`
+    is only reused with ``resume=False``. ``config_of`` (the collection's ``make_config``) checks
+    the recipe before anything is written; ``caller`` names the function in the error about the
+    options it sets itself.
+    """
     from bcos.training.run import TrainOptions, run_training
 
-    run_folder = RunFolder.of(DATASET, COLLECTION, spec.name, base_directory)
-    spec_path = run_folder.path / SPEC_FILENAME
-    if spec_path.is_file() and train_options.get("resume", True):
-        previous = FinetuneSpec.read(run_folder.path).to_dict()
+    run_folder = RunFolder.of(DATASET, spec.COLLECTION, spec.name, base_directory)
+    if (run_folder.path / spec.FILE_NAME).is_file() and train_options.get("resume", True):
+        previous = type(spec).read(run_folder.path).to_dict()
         changed = sorted(k for k, v in spec.to_dict().items() if previous.get(k) != v and k not in _RESUMABLE_CHANGES)
         if changed:
             raise ConfigError(
-                f"{run_folder.path} holds a fine-tuning run with other {', '.join(changed)}; "
+                f"{run_folder.path} holds a {spec.LABEL} run with other {', '.join(changed)}; "
                 "pick another --name, or pass --force-no-resume to start it over"
             )
     for key in ("dataset", "base_network", "experiment_name"):
         if key in train_options:
-            raise ConfigError(f"finetune() sets {key} itself; drop it from the training options")
-    make_config(spec)  # the recipe is checked before the spec is written
+            raise ConfigError(f"{caller} sets {key} itself; drop it from the training options")
+    config_of(spec)  # the recipe is checked before the spec is written
     # the run's config is read back from this spec by Experiment (training, evaluation, explanation)
     spec.write(run_folder.path)
     options = TrainOptions(
         dataset=DATASET,
-        base_network=COLLECTION,
+        base_network=spec.COLLECTION,
         experiment_name=spec.name,
         base_directory=str(base_directory),
         **train_options,

@@ -19,13 +19,11 @@ folded into its first layer).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
+import numbers
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from bcos.atomic_io import atomic_write_text
 from bcos.bcosification import BIAS_CHOICES, MAX_POOL_CHOICES
 from bcos.data.presets import ImageNetClassificationPresetEval, ImageNetClassificationPresetTrain
 from bcos.errors import ConfigError, unknown_name
@@ -56,6 +54,10 @@ class BcosifySpec(FinetuneSpec):
         max_pool: ``"keep"`` or ``"avg"``.
     """
 
+    COLLECTION: ClassVar[str] = COLLECTION
+    FILE_NAME: ClassVar[str] = SPEC_FILENAME
+    LABEL: ClassVar[str] = "B-cosification"
+
     b: float = 2.0
     b_start: float | None = None
     b_warmup_epochs: int = 0
@@ -66,8 +68,10 @@ class BcosifySpec(FinetuneSpec):
         super().__post_init__()
         if self.freeze_backbone:
             raise ConfigError("a B-cosified model must learn its new B-cos layers; drop --freeze-backbone")
-        if not self.b >= 1 or (self.b_start is not None and not self.b_start >= 1):
-            raise ConfigError(f"B must be at least 1, got b={self.b} and b_start={self.b_start}")
+        for option, value in (("--b", self.b), ("--b-start", self.b_start if self.b_start is not None else 1)):
+            # NaN fails the comparison; infinity would also be written as "Infinity", which is not JSON
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 1 <= value < math.inf:
+                raise ConfigError(f"{option} must be a finite number >= 1 (B = 1 is the original model), got {value!r}")
         if self.b_start is not None and not 1 <= self.b_warmup_epochs < self.epochs:
             raise ConfigError(
                 f"--b-warmup-epochs must be between 1 and epochs - 1 ({self.epochs - 1}) so the last epoch trains "
@@ -77,23 +81,6 @@ class BcosifySpec(FinetuneSpec):
             raise unknown_name("bias option", self.bias, BIAS_CHOICES)
         if self.max_pool not in MAX_POOL_CHOICES:
             raise unknown_name("max_pool option", self.max_pool, MAX_POOL_CHOICES)
-
-    def write(self, run_folder: str | os.PathLike) -> Path:
-        """Write ``bcosify.json`` into ``run_folder`` (created if needed); returns its path."""
-        path = Path(run_folder) / SPEC_FILENAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def read(cls, run_folder: str | os.PathLike) -> BcosifySpec:
-        """The spec stored in ``run_folder``."""
-        path = Path(run_folder) / SPEC_FILENAME
-        if not path.is_file():
-            raise ConfigError(f"{str(run_folder)!r} is not a B-cosification run folder (no {SPEC_FILENAME})")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as error:
-            raise ConfigError(f"{path} is not a valid B-cosification spec ({error}); delete the run folder and start again") from error
 
 
 def logit_bias_for(num_classes: int) -> float:

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from torch import nn
 
@@ -68,7 +68,18 @@ class FinetuneSpec:
         weights: a local state dict to start from instead of the published weights.
         source_dir: the folder the images came from, when ``data_dir`` is a split made from it.
         val_fraction: the share of each class that split holds out (None without a split).
+
+    Subclasses describing other kinds of runs (:class:`bcos.training.bcosify.BcosifySpec`)
+    set the class attributes ``COLLECTION``, ``FILE_NAME`` and ``LABEL``; writing, reading and the
+    messages follow them.
     """
+
+    #: the config collection of such runs (their run folders are ``<base>/ImageFolder/<COLLECTION>/<name>``)
+    COLLECTION: ClassVar[str] = COLLECTION
+    #: the spec file in the run folder
+    FILE_NAME: ClassVar[str] = SPEC_FILENAME
+    #: what such a run is called in messages
+    LABEL: ClassVar[str] = "fine-tuning"
 
     name: str
     model: str
@@ -101,7 +112,7 @@ class FinetuneSpec:
                 raise ConfigError(f"fine-tuning {key} must be at least 1, got {getattr(self, key)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.lr <= 0 or self.weight_decay < 0:
+        if self.lr <= 0 or self.weight_decay < 0:  # NaN and infinity: the optimizer's checks (make_config)
             raise ConfigError(f"fine-tuning needs lr > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,30 +120,31 @@ class FinetuneSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneSpec:
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """A spec from :meth:`to_dict`'s output (unknown keys raise)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"unknown fine-tuning spec keys {unknown}; expected some of {sorted(names)}")
+            raise ConfigError(f"unknown {cls.LABEL} spec keys {unknown}; expected some of {sorted(names)}")
         return cls(**dict(data))
 
     def write(self, run_folder: str | os.PathLike) -> Path:
-        """Write ``finetune.json`` into ``run_folder`` (created if needed); returns its path."""
-        path = Path(run_folder) / SPEC_FILENAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the spec (``FILE_NAME``) into ``run_folder`` (created if needed); returns its path."""
+        path = Path(run_folder) / self.FILE_NAME
+        # allow_nan=False: NaN and infinity are not JSON (the checks above keep them out)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         return path
 
     @classmethod
-    def read(cls, run_folder: str | os.PathLike) -> FinetuneSpec:
+    def read(cls, run_folder: str | os.PathLike) -> Self:
         """The spec stored in ``run_folder``."""
-        path = Path(run_folder) / SPEC_FILENAME
+        path = Path(run_folder) / cls.FILE_NAME
         if not path.is_file():
-            raise ConfigError(f"{str(run_folder)!r} is not a fine-tuning run folder (no {SPEC_FILENAME})")
+            raise ConfigError(f"{str(run_folder)!r} is not a {cls.LABEL} run folder (no {cls.FILE_NAME})")
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as error:
-            raise ConfigError(f"{path} is not a valid fine-tuning spec ({error}); delete the run folder and fine-tune again") from error
+            raise ConfigError(f"{path} is not a valid {cls.LABEL} spec ({error}); delete the run folder and start again") from error
 
 
 def make_config(spec: FinetuneSpec) -> dict[str, Any]:
