@@ -80,7 +80,8 @@ def build_model(args: argparse.Namespace) -> nn.Module:
     if (args.depth - 2) % 6:
         raise SystemExit("depth must be 6n + 2")
     conv = partial(BcosConv2d, b=args.b, max_out=args.max_out)
-    logit_bias = None if args.logit_bias == "none" else (-math.log(9) if args.logit_bias == "auto" else float(args.logit_bias))
+    # the builders read None as the default -log(C - 1): no logit bias is 0.0
+    logit_bias = 0.0 if args.logit_bias == "none" else (-math.log(9) if args.logit_bias == "auto" else float(args.logit_bias))
     return BcosResNet(
         BasicBlock, [(args.depth - 2) // 6] * 3, num_classes=10, inplanes=args.width, norm_layer=NORMS[args.norm],
         logit_bias=logit_bias, conv_layer=conv, small_inputs=True,
@@ -120,6 +121,25 @@ def _diagnose(model, grids, targets, attributions, g: int, out: dict[str, list])
     out.setdefault("share_own_cell", []).extend(((positive * own).sum((-2, -1)) / total).flatten().tolist())
     out.setdefault("share_other_objects", []).extend(((positive * (other & ~black[:, None])).sum((-2, -1)) / total).flatten().tolist())
     out.setdefault("share_other_background", []).extend(((positive * (other & black[:, None])).sum((-2, -1)) / total).flatten().tolist())
+    # the share of target t's positive attribution in the cell of class c, accumulated per (t, c)
+    cells = positive.reshape(b, n, g, h, g, w).sum((3, 5)).reshape(b, n, n) / total[..., None]
+    pairs = out.setdefault("pair_share", [np.zeros((10, 10)), np.zeros((10, 10))])
+    for i in range(b):
+        for k in range(n):
+            for j in range(n):
+                pairs[0][int(targets[i, k]), int(targets[i, j])] += float(cells[i, k, j])
+                pairs[1][int(targets[i, k]), int(targets[i, j])] += 1
+
+
+def _summarise(diagnosis: dict[str, list]) -> dict:
+    summary = {k: round(float(np.mean(v)), 4) for k, v in diagnosis.items() if k != "pair_share"}
+    if "pair_share" in diagnosis:
+        total, count = diagnosis["pair_share"]
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        summary["pair_share"] = np.round(mean, 3).tolist()  # [target class][cell class]
+        off = [(mean[t, c], t, c) for t in range(10) for c in range(10) if t != c]
+        summary["top_leaks"] = [[t, c, round(v, 3)] for v, t, c in sorted(off, reverse=True)[:8]]
+    return summary
 
 
 def main() -> None:
@@ -223,7 +243,7 @@ def main() -> None:
         print(f"{name}: {[localisation[f'{name}@{s}'] for s in args.smooth]} ({time.perf_counter() - began:.0f} s)", flush=True)
     record = dict(vars(args), accuracy=round(accuracy, 4), train_seconds=round(train_seconds, 1),
                   total_seconds=round(time.perf_counter() - start, 1), n_grids=len(blocks), localisation=localisation,
-                  diagnosis={k: round(float(np.mean(v)), 4) for k, v in diagnosis.items()})  # fmt: skip
+                  diagnosis=_summarise(diagnosis))  # fmt: skip
     print(json.dumps(record), flush=True)
     print(f"accuracy {accuracy:.4f}, grids {len(blocks)}", flush=True)
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,9 @@ EXPECTED_COUNTS = {
     ("ImageNet", "bcos_final_long"): 7,
     ("ImageNet", "vit_final"): 16,
     ("Digits", "bcos_demo"): 3,
+    ("FashionMNIST", "bcos_fast"): 216,
+    ("FashionMNIST", "baseline"): 16,
+    ("FashionMNIST", "norm_ablations_final"): 888,
 }
 
 

@@ -7,7 +7,7 @@ block per stage, widths 16/32/64), uncentred batch norm without bias, B = 2, no 
 Names: ``resnet_<depth>_bnu-linear`` for depth 8, 14 and 20, and variants of each with the
 suffixes ``-maxout`` (MaxOut, 2 units), ``-b=<B>`` (B in 1.25, 1.5, 2.5, 3), ``-w32`` (widths
 32/64/128), ``-nologitbias`` and ``-epochs=<E>`` (E in 1, 2, 3, 5, 8, 10, 15, 20), e.g.
-``resnet_8_bnu-linear-b=2.5-epochs=8``. The default length is 5 epochs.
+``resnet_8_bnu-linear-b=2.5-epochs=8``. The default length is 8 epochs.
 """
 
 import math
@@ -20,7 +20,7 @@ from bcos.optim import LRSchedulerFactory, OptimizerFactory
 
 __all__ = ["CONFIGS", "DEFAULT_NUM_EPOCHS"]
 
-DEFAULT_NUM_EPOCHS = 5
+DEFAULT_NUM_EPOCHS = 8
 DEFAULT_LR = 3e-3
 DEFAULT_BATCH_SIZE = 64
 
@@ -54,7 +54,7 @@ _VARIANTS = {
     "-maxout": dict(model=dict(bcos_args=dict(max_out=2))),
     **{f"-b={b}": dict(model=dict(bcos_args=dict(b=b))) for b in (1.25, 1.5, 2.5, 3)},
     "-w32": dict(model=dict(args=dict(inplanes=32))),
-    "-nologitbias": dict(model=dict(args=dict(logit_bias=None))),
+    "-nologitbias": dict(model=dict(args=dict(logit_bias=0.0))),  # None would mean the default -log(C - 1)
 }
 
 CONFIGS = {}
