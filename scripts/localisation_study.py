@@ -14,7 +14,7 @@ Each call appends one JSON line with the settings and the numbers to ``--log``. 
 recipe of ``FashionMNIST/bcos_fast/resnet_8_bnu-linear``)::
 
     python scripts/localisation_study.py --dataset FashionMNIST --depth 8 --width 16 --b 2 --epochs 4 \\
-        --explainers Ours GCam IxG IntGrad --smooth 1 3 --log results/localisation_study.jsonl
+        --explainers Ours GCam IxG IntGrad --smooth 1 3
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -142,7 +143,31 @@ def _summarise(diagnosis: dict[str, list]) -> dict:
     return summary
 
 
+def print_table(log: str) -> None:
+    """The runs of ``log`` as a markdown table (one row per tag, the last run of each tag)."""
+    runs: dict[str, dict] = {}
+    for line in Path(log).read_text().splitlines():
+        record = json.loads(line)
+        runs[record["tag"]] = record
+    windows = sorted({int(k.split("@")[1]) for r in runs.values() for k in r["localisation"]})
+    header = ["tag", "grid", "B", "MaxOut", "logit bias", "depth", "width", "epochs", "gridified", "test top-1"]
+    header += [f"Ours s={w}" for w in windows] + ["GCam s=1", "IxG s=1", "own cell", "other objects", "other background"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for tag, r in runs.items():
+        loc, diag = r["localisation"], r.get("diagnosis", {})
+        cells = [tag, f"{r['grid']}x{r['grid']}", f"{r['b']:g}", str(r["max_out"]), r["logit_bias"], str(r["depth"]),
+                 str(r["width"]), f"{r['epochs']:g}", f"{r.get('p_gridified', 0):g}", f"{100 * r['accuracy']:.2f} %"]
+        cells += [f"{loc[f'Ours@{w}']:.3f}" if f"Ours@{w}" in loc else "" for w in windows]
+        cells += [f"{loc[k]:.3f}" if k in loc else "" for k in ("GCam@1", "IxG@1")]
+        cells += [f"{diag[k]:.3f}" if k in diag else "" for k in ("share_own_cell", "share_other_objects", "share_other_background")]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print_table(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="FashionMNIST", choices=["FashionMNIST", "Digits"])
     parser.add_argument("--depth", type=int, default=8)
@@ -169,7 +194,7 @@ def main() -> None:
     parser.add_argument("--save", default="", help="save the trained state dict here")
     parser.add_argument("--load", default="", help="skip training: load this state dict")
     parser.add_argument("--tag", default="")
-    parser.add_argument("--log", default="results/localisation_study.jsonl")
+    parser.add_argument("--log", default="benchmarks/results/localisation_study.jsonl")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
