@@ -203,8 +203,16 @@ def _train_helper(base: Path, **env: str) -> subprocess.CompletedProcess:
     options += ["--base_directory", str(base), "--accelerator", "cpu", "--refresh_rate", "1000"]
     helper = Path(__file__).resolve().parent / "helpers_ddp_train.py"
     return subprocess.run(
-        [sys.executable, str(helper), *options], env=environment, cwd=base.parent, capture_output=True, text=True, timeout=240
+        [sys.executable, str(helper), *options], env=environment, cwd=base.parent, capture_output=True, text=True,
+        timeout=240, preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    # A suite started in the background by a shell without job control inherits SIGINT ignored
+    # (POSIX shells do that for `cmd &`), and Python then leaves it ignored: give the child what a
+    # terminal's Ctrl-C reaches.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow  # a training process of a few seconds per signal
