@@ -161,12 +161,12 @@ def _save_explanations(model, dataset, output: Path, noun: str = "digit", catego
     return grid_path
 
 
-def _localise(save_dir: Path, smooth: int, sample_size: int | None) -> tuple[str, list[str]]:
-    """Play the grid pointing game for every explainer; returns the summary line and the result folders."""
+def _localise(save_dir: Path, smooth: int, sample_size: int | None) -> str:
+    """Play the grid pointing game for every explainer (results in the run folder); returns the summary line."""
     from bcos.explain.localisation import LocalisationOptions, get_localisation_config, run_localisation
 
     config = get_localisation_config(LOCALISATION_CONFIG)
-    means, folders, grids = [], [], 0
+    means, grids = [], 0
     for step, name in enumerate(LOCALISATION_EXPLAINERS, start=1):
         started = time.perf_counter()
         options = LocalisationOptions(
@@ -177,7 +177,6 @@ def _localise(save_dir: Path, smooth: int, sample_size: int | None) -> tuple[str
         result = run_localisation(options)
         grids = result.grids
         means.append(f"{name} {result.summary.mean:.3f}")
-        folders.append(str(result.output_dir))
         print(f"      {step}/{len(LOCALISATION_EXPLAINERS)} {name}: {result.summary.mean:.3f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
     smoothing = "" if smooth == 1 else f", smoothing {smooth}x{smooth}"
@@ -185,7 +184,7 @@ def _localise(save_dir: Path, smooth: int, sample_size: int | None) -> tuple[str
         f"Localisation ({grids} grids of {config.grid_size}x{config.grid_size}, baseline {config.baseline:.3f}"
         f"{smoothing}): {', '.join(means)}"
     )
-    return line, folders
+    return line
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -225,7 +224,7 @@ def _main(argv: Sequence[str] | None) -> int:
     localisation_line = None
     if args.localise:
         print(f"[4/{steps}] Grid pointing game ({LOCALISATION_CONFIG}) for {', '.join(LOCALISATION_EXPLAINERS)} ...", flush=True)
-        localisation_line, _ = _localise(experiment.save_dir, args.smooth, args.grids)
+        localisation_line = _localise(experiment.save_dir, args.smooth, args.grids)
     total = time.perf_counter() - start
 
     accuracy = result["acc1"]

@@ -3,7 +3,8 @@
 =============================== ================================================================
 Environment variable            Meaning
 =============================== ================================================================
-``DATA_ROOT``                   Folder for CIFAR-10 (downloaded there automatically when missing).
+``DATA_ROOT``                   Folder for CIFAR-10 and Fashion-MNIST (downloaded there when missing;
+                                Fashion-MNIST is also read from Debian's package folder).
 ``IMAGENET_PATH``               Folder holding the ImageNet ``train/`` and ``val/`` ImageFolder trees.
 ``SHMTMPDIR``                   Fast local folder for ``cache_dataset="shm"`` (default ``/dev/shm``).
 ``IMAGENET_TRAIN_TAR_FILES_DIR`` Optional folder of per-class ``.tar`` files of the ImageNet train
@@ -39,7 +40,7 @@ __all__ = [
 # Replace None by a path, e.g. "DATA_ROOT": "/data/cifar10", to fix it for every run on this
 # machine (it then wins over the environment variable); None reads the environment variable.
 PATHS_SET_HERE: dict[str, str | None] = {
-    "DATA_ROOT": None,  # CIFAR-10 folder (downloaded there when missing)
+    "DATA_ROOT": None,  # CIFAR-10 / Fashion-MNIST folder (downloaded there when missing)
     "IMAGENET_PATH": None,  # folder with ImageNet's train/ and val/ class folders
     "SHMTMPDIR": None,  # fast local folder for cache_dataset="shm" (default /dev/shm)
     "IMAGENET_TRAIN_TAR_FILES_DIR": None,  # optional folder of per-class ImageNet train .tar files
@@ -67,7 +68,7 @@ def _read(name: str) -> str | None:
 
 
 def data_root() -> str | None:
-    """The CIFAR-10 root folder (``DATA_ROOT``), or None when unset."""
+    """The root folder of CIFAR-10 and Fashion-MNIST (``DATA_ROOT``), or None when unset."""
     return _read("DATA_ROOT")
 
 
