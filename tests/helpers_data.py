@@ -4,13 +4,16 @@
   format (five training batches, a test batch and ``batches.meta``), so ``DATA_ROOT=<root>``
   makes ``CIFAR10DataModule`` use it without downloading.
 * :func:`make_tiny_image_folder` writes ``<root>/<split>/<class>/<i>.png`` ImageFolder trees.
+* :func:`tiny_fashion_mnist` writes Fashion-MNIST's four (gzipped) IDX files with random images.
 
 Images are learnable: each class has its own base colour plus a little noise.
 """
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,3 +92,21 @@ def make_tiny_image_folder(
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"{i}.png")
     return root
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """An unsigned-byte IDX file: magic 0x0000 08 <ndim>, big-endian sizes, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def tiny_fashion_mnist(folder: Path, n_train: int = 20, n_test: int = 10, compress: bool = True) -> Path:
+    """The four files with random 28x28 images and labels 0..9 in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if compress else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", np.arange(n) % 10, compress)
+    return folder

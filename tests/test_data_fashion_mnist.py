@@ -7,7 +7,6 @@ Small data sets are written in the real on-disk format (gzipped IDX files); the 
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +17,11 @@ import bcos.data.fashion_mnist as fm
 from bcos.data.presets import CIFAR10ClassificationPresetTest
 from bcos.errors import DataNotFoundError
 
+from helpers_data import tiny_fashion_mnist, write_idx
+
 DEBIAN = pytest.mark.skipif(
     not fm.FASHION_MNIST_DEBIAN_FOLDER.is_dir(), reason="apt-get install dataset-fashion-mnist (.ci/run does)"
 )
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
-    """An unsigned-byte IDX file: magic 0x0000 08 <ndim>, big-endian sizes, then the bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
-    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
-
-
-def tiny_fashion_mnist(folder: Path, n_train: int = 20, n_test: int = 10, compress: bool = True) -> Path:
-    """The four files with random 28x28 images and labels 0..9 in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    suffix = ".gz" if compress else ""
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)), compress)
-        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", np.arange(n) % 10, compress)
-    return folder
 
 
 @pytest.fixture

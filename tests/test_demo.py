@@ -9,7 +9,7 @@ import pytest
 import bcos.data.fashion_mnist as fm
 from bcos import demo
 
-from test_data_fashion_mnist import tiny_fashion_mnist
+from helpers_data import tiny_fashion_mnist
 
 ACCURACY_LINE = re.compile(r"^Test accuracy: \d+\.\d\d% top-1 \((\d+)/(\d+)\)$")
 LOCALISATION_LINE = re.compile(
