@@ -10,7 +10,9 @@ schedule as the configs; the data is held as one tensor and augmented per batch,
   correctly classified test images of distinct classes, for every ``--explainers`` name and every
   ``--smooth`` window.
 
-Each call appends one JSON line with the settings and the numbers to ``--log``. Example (the
+Each call appends one JSON line with the settings and the numbers to ``--log``
+(default ``benchmarks/results/localisation_study.jsonl``); ``--table LOG`` prints a log as the
+markdown table of docs/localisation.md. Example (the
 recipe of ``FashionMNIST/bcos_fast/resnet_8_bnu-linear``)::
 
     python scripts/localisation_study.py --dataset FashionMNIST --depth 8 --width 16 --b 2 --epochs 4 \\
