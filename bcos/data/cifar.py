@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
+from bcos.data.in_memory import InMemoryImageDataset
 from bcos.errors import DataNotFoundError
 
 __all__ = [
@@ -158,7 +157,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-class CIFAR10Dataset(Dataset):
+class CIFAR10Dataset(InMemoryImageDataset):
     """CIFAR-10 images (PIL, RGB, 32x32) and labels read from ``<root>/cifar-10-batches-py``.
 
     Args:
@@ -198,18 +197,6 @@ class CIFAR10Dataset(Dataset):
                 f"CIFAR-10 labels under {str(folder)!r} exceed the {len(self.classes)} classes of "
                 f"{CIFAR10_META_FILE}; delete the folder and re-download"
             )
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        image: Any = Image.fromarray(self.data[index])
-        target: Any = self.targets[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+
+from bcos.data.in_memory import InMemoryImageDataset
 
 __all__ = ["DIGITS_IMAGE_SIZE", "DIGITS_TEST_FRACTION", "DIGITS_SPLIT_SEED", "digits_split", "DigitsDataset"]
 
@@ -55,7 +55,7 @@ def digits_split() -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(InMemoryImageDataset):
     """The train or test split of the digits: PIL RGB 32x32 images and integer labels 0..9."""
 
     def __init__(
@@ -72,18 +72,6 @@ class DigitsDataset(Dataset):
         self.classes: list[str] = [str(d) for d in range(10)]
         self.transform = transform
         self.target_transform = target_transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        image: Any = Image.fromarray(self.data[index])
-        target: Any = self.targets[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(split={'train' if self.train else 'test'!r}, size={len(self)})"

@@ -26,13 +26,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import Dataset
 
 from bcos.data.categories import FASHION_MNIST_CATEGORIES
+from bcos.data.in_memory import InMemoryImageDataset
 from bcos.errors import DataNotFoundError
 
 __all__ = [
@@ -169,7 +167,7 @@ def _load_split(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     return rgb, targets
 
 
-class FashionMNISTDataset(Dataset):
+class FashionMNISTDataset(InMemoryImageDataset):
     """The train or test split of Fashion-MNIST: PIL RGB 32x32 images and integer labels 0..9."""
 
     def __init__(
@@ -190,18 +188,6 @@ class FashionMNISTDataset(Dataset):
         self.classes: list[str] = list(FASHION_MNIST_CATEGORIES)
         self.transform = transform
         self.target_transform = target_transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        image: Any = Image.fromarray(self.data[index])
-        target: Any = self.targets[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return image, target
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(split={'train' if self.train else 'test'!r}, size={len(self)}, folder={str(self.folder)!r})"
